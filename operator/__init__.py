@@ -1,0 +1,1 @@
+"""vlmop.operator: the kopf operator (the control plane) of vlmop."""

@@ -1,0 +1,183 @@
+"""Building blocks shared by the three kinds: the camelCase base model, pod placement, run policy,
+gang scheduling and the status conditions of the Kubernetes API conventions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "vlmop.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class ApiModel(BaseModel):
+    """Base of every API type: camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def sub(model: type[BaseModel], description: str) -> Any:
+    """A nested object that defaults to `{}`, so the API server fills in its own field defaults."""
+    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One x-kubernetes-validations entry; fieldPath makes the API server name the field in errors."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+Quantity = int | str  # becomes x-kubernetes-int-or-string, like resource.Quantity
+
+
+class Resources(ApiModel):
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Minimum compute resources, e.g. {cpu: 8, memory: 64Gi}."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Maximum compute resources; GPUs are added from the GPU count."
+    )
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(None, description="Taint key the toleration applies to; empty matches all.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
+    value: str | None = Field(None, description="Taint value to match when operator is Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        None, description="How long a NoExecute taint is tolerated before eviction."
+    )
+
+
+class EnvVar(ApiModel):
+    name: str = Field(description="Variable name.", min_length=1)
+    value: str = Field("", description="Literal value. Secrets are referenced, never inlined.")
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(description="Name of a Secret in the resource's namespace.", min_length=1)
+    key: str = Field(description="Key inside the Secret.", min_length=1)
+
+
+class Placement(ApiModel):
+    """Where and how the pods of one group run."""
+
+    image: str = Field(description="Container image of this group's pods (pin it by tag or digest).")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="When the kubelet pulls the image."
+    )
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu", description="Extended resource that counts GPUs on the nodes."
+    )
+    resources: Resources = sub(Resources, "CPU and memory requests and limits of each pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    service_account_name: str | None = Field(
+        None, description="ServiceAccount of the pods; the namespace default when empty."
+    )
+
+
+class RunPolicy(ApiModel):
+    """How long a job may run and how often it is restarted, as in Kubeflow Trainer's runPolicy."""
+
+    backoff_limit: int = Field(3, ge=0, description="Whole-group restarts allowed before the job fails.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Wall-clock limit of the job; exceeded means Failed/DeadlineExceeded."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished job (never its checkpoints) after this many seconds."
+    )
+    suspend: bool = Field(False, description="Stop the pods and keep the checkpoints; false resumes.")
+
+
+class Scheduling(ApiModel):
+    """Gang scheduling: all pods of a group start together or not at all."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.gang != 'kueue' || has(self.queueName)",
+                    "queueName is required when gang is kueue",
+                    ".queueName",
+                )
+            ]
+        }
+    )
+
+    gang: Literal["none", "volcano", "coscheduling", "kueue"] = Field(
+        "none",
+        description="none; volcano (Volcano PodGroup); coscheduling (scheduler-plugins PodGroup); "
+        "kueue (queue-name label, the job created suspended until admitted).",
+    )
+    queue_name: str | None = Field(None, description="Volcano queue or Kueue LocalQueue name.")
+    priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
+    schedule_timeout_seconds: int = Field(
+        300, ge=1, description="How long a gang may wait for all of its pods to be placed."
+    )
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """One observation, following metav1.Condition."""
+
+    type: str = Field(description="Condition type: Ready, Progressing, Succeeded, Failed.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase machine-readable reason of the last transition.")
+    message: str = Field("", description="Human-readable details.")
+    last_transition_time: str = Field(
+        description="When status last changed (RFC 3339).", json_schema_extra={"format": "date-time"}
+    )
+    observed_generation: int | None = Field(
+        None, description="metadata.generation the condition was computed from."
+    )
+
+
+class BaseStatus(ApiModel):
+    """What every kind reports; written only by the operator through the status subresource."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(None, description="Last metadata.generation reconciled.")
+    phase: str | None = Field(None, description="Coarse lifecycle phase for people and printer columns.")
+    progress: str | None = Field(None, description="Short progress summary shown by kubectl get.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Observations per the Kubernetes API conventions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class KindInfo(BaseModel):
+    """How one kind is named and shown: everything crdgen needs besides the schema."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    plural: str
+    short_name: str
+    description: str
+    spec: type[ApiModel]
+    status: type[BaseStatus]
+    printer_columns: tuple[tuple[str, str, str], ...] = (
+        ("Phase", "string", ".status.phase"),
+        ("Progress", "string", ".status.progress"),
+    )
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"

@@ -1,0 +1,45 @@
+"""PretrainJob: a gang of DeepSpeed workers that trains, checkpoints, recovers and reports progress."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from vlmop.operator.api.common import BaseStatus, KindInfo, RunPolicy, Scheduling, sub
+from vlmop.operator.api.training import DataSource, ModelSource, Optimization, TrainerSpec
+
+
+class PretrainJobSpec(TrainerSpec):
+    model: ModelSource = Field(description="What to train: a named preset or a checkpoint path.")
+    data: DataSource = Field(description="Training data and how it is tokenised into sequences.")
+    optimization: Optimization = sub(Optimization, "Learning-rate schedule, steps and seed.")
+    run_policy: RunPolicy = sub(RunPolicy, "Restarts, deadlines, clean-up and suspension.")
+    scheduling: Scheduling = sub(Scheduling, "Gang scheduling and priority.")
+    metrics_port: int = Field(9400, ge=1024, le=65535, description="Port of rank 0's metrics endpoint.")
+
+
+class PretrainJobStatus(BaseStatus):
+    phase: Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"] | None = Field(
+        None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
+    )
+    restarts: int = Field(0, description="Whole-group restarts so far (counted against backoffLimit).")
+    step: int | None = Field(None, description="Last optimizer step reported by rank 0.")
+    total_steps: int | None = Field(None, description="Optimizer steps of the whole run.")
+    loss: float | None = Field(None, description="Training loss at the last reported step.")
+    tokens_per_second: float | None = Field(None, description="Throughput of the whole gang.")
+    latest_checkpoint: str | None = Field(None, description="Path of the newest complete checkpoint.")
+    start_time: str | None = Field(None, description="When the job started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
+
+
+
+
+PRETRAINJOB = KindInfo(
+    kind="PretrainJob",
+    plural="pretrainjobs",
+    short_name="ptj",
+    description="Pretrains a (vision-)language model with a gang of DeepSpeed workers.",
+    spec=PretrainJobSpec,
+    status=PretrainJobStatus,
+)

@@ -1,0 +1,115 @@
+"""Training pieces shared by PretrainJob and CascadeRLJob: model, data, DeepSpeed, gang topology and
+checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from vlmop.operator.api.common import ApiModel, Placement, cel, sub
+
+
+class ModelSource(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.preset) != has(self.path)",
+                    "set exactly one of model.preset and model.path",
+                )
+            ]
+        }
+    )
+
+    preset: str | None = Field(
+        None, description="Named model configuration built from scratch, e.g. tiny, internvl-1b."
+    )
+    path: str | None = Field(
+        None, description="Hugging Face checkpoint directory (config + safetensors) inside the pod."
+    )
+    claim_name: str | None = Field(
+        None, description="PersistentVolumeClaim mounted read-only at /models holding the checkpoint."
+    )
+
+
+class DataSource(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.path) || has(self.claimName)", "set data.path or data.claimName")
+            ]
+        }
+    )
+
+    path: str | None = Field(None, description="Dataset file or directory inside the pod.")
+    claim_name: str | None = Field(None, description="PersistentVolumeClaim mounted read-only at /data.")
+    format: Literal["text", "image-text", "preference", "prompts"] = Field(
+        "text", description="Record layout: text, image-text pairs, preference pairs, or RL prompts."
+    )
+    seq_length: int = Field(4096, ge=16, le=1048576, description="Tokens per training sequence.")
+    packing: bool = Field(True, description="Pack several samples into each sequence.")
+
+
+class DeepSpeed(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.offloadParams || self.zeroStage == 3",
+                    "offloadParams requires zeroStage 3",
+                    ".offloadParams",
+                ),
+                cel(
+                    "!self.offloadOptimizer || self.zeroStage >= 1",
+                    "offloadOptimizer requires zeroStage 1 or higher",
+                    ".offloadOptimizer",
+                ),
+            ]
+        }
+    )
+
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Training precision.")
+    offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory.")
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO-3 only).")
+    micro_batch_size: int = Field(1, ge=1, description="Sequences per GPU per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    config: dict[str, Any] | None = Field(
+        None, description="Raw ds_config merged over the rendered one, for settings not named here."
+    )
+
+
+class Topology(Placement):
+    nodes: int = Field(1, ge=1, le=4096, description="Worker pods (one per node), NNODES of torchrun.")
+    gpus_per_node: int = Field(8, ge=0, le=64, description="GPUs per pod, torchrun's nproc_per_node.")
+
+
+class Checkpointing(ApiModel):
+    claim_name: str | None = Field(
+        None, description="PersistentVolumeClaim for checkpoints; never deleted with the job."
+    )
+    path: str = Field("/checkpoints", description="Mount path of the checkpoint volume.")
+    interval_steps: int = Field(500, ge=1, description="Save every this many optimizer steps.")
+    keep_last: int = Field(3, ge=1, description="Complete checkpoints kept; older ones are removed.")
+    resume_from: str = Field(
+        "latest", description="latest (newest complete checkpoint), none, or a checkpoint path."
+    )
+
+
+class Optimization(ApiModel):
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate.")
+    min_learning_rate: float = Field(0.0, ge=0, description="Floor of the schedule.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay schedule.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
+    total_steps: int = Field(1000, ge=1, description="Optimizer steps of the whole run.")
+    seed: int = Field(42, description="Seed of model init, data order and sampling.")
+
+
+class TrainerSpec(ApiModel):
+    """A gang of DeepSpeed workers; CascadeRLJob reuses it for its policy trainer."""
+
+    topology: Topology = Field(description="Worker count, GPUs and pod placement.")
+    deepspeed: DeepSpeed = sub(DeepSpeed, "DeepSpeed settings rendered into the ds_config.")
+    checkpoint: Checkpointing = sub(Checkpointing, "Where and how often checkpoints are written.")

@@ -1,0 +1,1 @@
+"""GPU-utilisation scaling policy (pure) and its Prometheus source."""

@@ -1,0 +1,1 @@
+"""Pure functions from a resource to its desired child manifests (plain dicts). No I/O here."""

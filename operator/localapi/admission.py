@@ -1,0 +1,137 @@
+"""What kube-apiserver does to a custom object before storing it, from the CRD's structural schema:
+prune unknown fields, apply defaults, validate the OpenAPI schema, then evaluate the CEL rules.
+
+Errors come back as metav1.StatusCause dicts naming the field, e.g.
+`spec.topology.nodes: Invalid value: 0: should be greater than or equal to 1`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import celpy
+import jsonschema
+
+Schema = dict[str, Any]
+Cause = dict[str, str]
+
+_PRESERVE = "x-kubernetes-preserve-unknown-fields"
+
+
+_BOUNDS = {  # kube-apiserver's wording, e.g. "should be greater than or equal to 1"
+    "minimum": ("greater than or equal to", "greater than"),
+    "maximum": ("less than or equal to", "less than"),
+    "minLength": ("at least this many characters:",) * 2,
+    "maxLength": ("at most this many characters:",) * 2,
+    "minItems": ("at least this many items:",) * 2,
+    "maxItems": ("at most this many items:",) * 2,
+}
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def prune(obj: Any, schema: Schema) -> None:
+    """Drop fields the schema does not declare (in place), as the API server does."""
+    if isinstance(obj, dict):
+        props = schema.get("properties")
+        if props is not None and not schema.get(_PRESERVE):
+            for key in [k for k in obj if k not in props]:
+                del obj[key]
+        for key, value in obj.items():
+            sub = (props or {}).get(key) or _as_schema(schema.get("additionalProperties"))
+            if sub is not None:
+                prune(value, sub)
+    elif isinstance(obj, list) and "items" in schema:
+        for item in obj:
+            prune(item, schema["items"])
+
+
+def default(obj: Any, schema: Schema) -> None:
+    """Fill in absent fields that have schema defaults (in place), outermost first."""
+    if isinstance(obj, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                default(obj[key], sub)
+        extra = _as_schema(schema.get("additionalProperties"))
+        if extra is not None:
+            for value in obj.values():
+                default(value, extra)
+    elif isinstance(obj, list) and "items" in schema:
+        for item in obj:
+            default(item, schema["items"])
+
+
+def _as_schema(value: Any) -> Schema | None:
+    return value if isinstance(value, dict) else None
+
+
+class StructuralSchema:
+    """One version's openAPIV3Schema, with its validator and compiled CEL programs cached."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._validator = jsonschema.Draft4Validator(schema)
+        self._env = celpy.Environment()
+        self._programs: dict[str, Any] = {}
+
+    def admit(self, obj: dict[str, Any], root: str | None = None) -> list[Cause]:
+        """Prune and default `obj` in place; return the validation failures (empty when valid).
+        With `root`, only that top-level field is checked (the status subresource)."""
+        prune(obj, self.schema)
+        default(obj, self.schema)
+        causes = [self._schema_cause(e) for e in self._validator.iter_errors(obj)]
+        causes += list(self._cel_causes(obj, self.schema, ""))
+        if root is not None:
+            causes = [c for c in causes if c["field"] == root or c["field"].startswith(root + ".")]
+        return sorted(causes, key=lambda c: c["field"])
+
+    @staticmethod
+    def _schema_cause(error: jsonschema.ValidationError) -> Cause:
+        field = ""
+        for key in error.absolute_path:
+            field = _join(field, key)
+        if error.validator == "required":
+            missing = str(error.message).split("'")[1]
+            return {"reason": "FieldValueRequired", "field": _join(field, missing),
+                    "message": "Required value"}
+        detail = str(error.message)
+        if error.validator in _BOUNDS:
+            exclusive = error.schema.get("exclusive" + str(error.validator).capitalize()) is True
+            detail = f"should be {_BOUNDS[str(error.validator)][exclusive]} {error.validator_value}"
+        elif error.validator == "enum":
+            options = ", ".join(f'"{v}"' for v in error.validator_value)
+            detail = f"Unsupported value: {error.instance!r}: supported values: {options}"
+        return {"reason": "FieldValueInvalid", "field": field,
+                "message": f"Invalid value: {error.instance!r}: {detail}"}
+
+    def _cel_causes(self, obj: Any, schema: Schema, path: str) -> Iterator[Cause]:
+        if obj is None:
+            return
+        for rule in schema.get("x-kubernetes-validations", []):
+            if not self._holds(rule["rule"], obj):
+                field = path + rule.get("fieldPath", "") if rule.get("fieldPath") else path
+                yield {"reason": "FieldValueInvalid", "field": field,
+                       "message": f"Invalid value: {rule.get('message') or rule['rule']}"}
+        if isinstance(obj, dict):
+            for key, sub in schema.get("properties", {}).items():
+                if key in obj:
+                    yield from self._cel_causes(obj[key], sub, _join(path, key))
+        elif isinstance(obj, list) and "items" in schema:
+            for index, item in enumerate(obj):
+                yield from self._cel_causes(item, schema["items"], _join(path, index))
+
+    def _holds(self, rule: str, value: Any) -> bool:
+        if rule not in self._programs:
+            self._programs[rule] = self._env.program(self._env.compile(rule))
+        try:
+            return bool(self._programs[rule].evaluate({"self": celpy.json_to_cel(value)}))
+        except celpy.CELEvalError:
+            return False  # a rule that cannot evaluate on this value rejects it, as kube-apiserver does

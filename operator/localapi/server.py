@@ -1,0 +1,363 @@
+"""A stateful Kubernetes API server for loopback: kmock's KubernetesEmulator with its 0.8 gaps filled.
+
+Filled here: uid, resourceVersion (one counter, as etcd's revision), generation (bumped on changes
+outside metadata and status), creationTimestamp, generateName, 201 on create, PUT with optimistic
+concurrency, the status subresource, label/field selectors on list and watch, watch from a
+resourceVersion (410 Gone once it has left the history), CRDs registering their resources when
+created, admission of custom objects against the CRD schema (prune, default, validate, CEL), finalizers,
+and ownerReference garbage collection (background and orphan propagation).
+
+What it still cannot prove, so e2e/ on a real cluster does: strategic-merge patches (merged as JSON
+merge patches), server-side apply field ownership, admission webhooks, RBAC, quota, and any
+controller (no Job, Deployment or Pod ever runs: tests set pod phases themselves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import datetime
+import random
+import string
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import kmock
+from kmock._internal import apps, dicts, references, rendering
+
+from vlmop.operator.localapi.admission import StructuralSchema
+from vlmop.operator.localapi.selectors import SelectorError, field_selector, label_selector
+
+Obj = dict[str, Any]
+Key = tuple[references.resource, str | None, str]
+HISTORY = 20000  # watch events kept per resource; older resourceVersions get 410 Gone
+CRDS = references.resource(group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions")
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error(status: int, reason: str, message: str, **details: Any) -> kmock.KubernetesError:
+    return kmock.KubernetesError(status=status, reason=reason, message=message, details=details or {})
+
+
+@attrs.define(kw_only=True)
+class LocalAPIServer(kmock.KubernetesEmulator):
+    _revision: int = attrs.field(default=0, init=False)
+    _schemas: dict[references.resource, StructuralSchema] = attrs.field(factory=dict, init=False)
+    _history: dict[references.resource, collections.deque[tuple[int, Obj]]] = attrs.field(
+        factory=lambda: collections.defaultdict(lambda: collections.deque(maxlen=HISTORY)), init=False
+    )
+    _floor: dict[references.resource, int] = attrs.field(factory=dict, init=False)
+    _watchers: dict[references.resource, set[asyncio.Queue[Obj]]] = attrs.field(
+        factory=lambda: collections.defaultdict(set), init=False
+    )
+    _answers: dict[int, rendering.Response] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources.load_bundled()  # built-in kinds (pods, jobs, events, CRDs, ...) of a recent K3s
+        for method in (kmock.method.PUT, kmock.method.DELETE):  # kmock 0.8 routes no PUT, no DELETE-all
+            self.fallback[method] << self._serve_answer
+
+    # ---- routing -------------------------------------------------------------------------------
+
+    async def _handle(self, request: rendering.Request) -> Any:
+        if request.resource is not None and request.method.value in ("POST", "PUT", "PATCH", "DELETE"):
+            async with self._lock:
+                self._answers[request.id] = self._write(request)
+        try:
+            # Skip KubernetesEmulator._handle (its own, simpler writes); user reactions still come first.
+            return await apps.RawHandler._handle(self, request)
+        finally:
+            self._answers.pop(request.id, None)
+
+    async def _serve_answer(self, request: rendering.Request) -> rendering.Response:
+        return self._answers[request.id]
+
+    _serve_create = _serve_update = _serve_delete = _serve_answer  # kmock's fallbacks bind these names
+
+    def _write(self, request: rendering.Request) -> rendering.Response:
+        resource = self._known(request)
+        if request.method.value == "POST" and request.name is None:
+            return rendering.Response(status=201, payload=self._create(resource, request))
+        if request.name is None:
+            raise _error(405, "MethodNotAllowed", f"{request.method.value} needs an object name")
+        key = (resource, request.namespace, request.name)
+        if request.subresource not in (None, "status"):
+            raise _error(404, "NotFound", f"subresource {request.subresource} is not served here")
+        if request.method.value == "DELETE":
+            body = request.data if isinstance(request.data, dict) else {}
+            policy = body.get("propagationPolicy") or request.params.get("propagationPolicy", "Background")
+            return rendering.Response(status=200, payload=self._delete(key, policy))
+        current = self._get(key)
+        if request.method.value == "PUT":
+            if not isinstance(request.data, dict):
+                raise _error(400, "BadRequest", "the body must be a JSON object")
+            new = copy.deepcopy(request.data)
+        else:
+            try:
+                new = dict(dicts.patch_dict(copy.deepcopy(current), request.data))
+            except Exception as e:  # malformed patches are the client's fault, as in kube-apiserver
+                raise _error(400, "BadRequest", f"the patch could not be applied: {e}") from e
+        return rendering.Response(status=200, payload=self._update(key, current, new, request))
+
+    def _known(self, request: rendering.Request) -> references.resource:
+        if request.resource is not None and request.resource in self.resources:
+            return request.resource
+        raise _error(404, "NotFound", f"the server could not find the requested resource {request.resource}")
+
+    def _namespaced(self, resource: references.resource) -> bool:
+        return resource in self.resources and bool(self.resources[resource].namespaced)
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def _create(self, resource: references.resource, request: rendering.Request) -> Obj:
+        if not isinstance(request.data, dict):
+            raise _error(400, "BadRequest", "the body must be a JSON object")
+        obj = copy.deepcopy(request.data)
+        meta = obj.setdefault("metadata", {})
+        namespace = request.namespace or meta.get("namespace")
+        if self._namespaced(resource):
+            if request.namespace and meta.get("namespace", request.namespace) != request.namespace:
+                raise _error(400, "BadRequest", "the namespace of the object does not match the URL")
+            meta["namespace"] = namespace = namespace or "default"
+        else:
+            namespace = None
+        if not meta.get("name"):
+            if not meta.get("generateName"):
+                raise _error(422, "Invalid", "metadata.name: Required value: name or generateName is required",
+                             causes=[{"reason": "FieldValueRequired", "field": "metadata.name"}])
+            meta["name"] = meta["generateName"] + "".join(random.choices(string.ascii_lowercase + "2456789", k=5))  # noqa: S311
+        key = (resource, namespace, meta["name"])
+        if key in self._objects and not self._objects[key].deleted:
+            raise _error(409, "AlreadyExists", f'{resource.plural} "{meta["name"]}" already exists',
+                         name=meta["name"], kind=resource.plural)
+        if self._has_status(resource):
+            obj.pop("status", None)  # the status subresource owns it
+        self._admit(resource, obj, None)
+        meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
+        for transient in ("resourceVersion", "deletionTimestamp"):
+            meta.pop(transient, None)
+        if resource == CRDS:
+            self._register_crd(obj)
+        return self._store(key, obj, "ADDED")
+
+    def _update(self, key: Key, current: Obj, new: Obj, request: rendering.Request) -> Obj:
+        resource, old_meta = key[0], current["metadata"]
+        expected = (new.get("metadata") or {}).get("resourceVersion")
+        if expected and expected != old_meta["resourceVersion"]:
+            raise _error(409, "Conflict", f'Operation cannot be fulfilled on {resource.plural} "{key[2]}": '
+                         "the object has been modified; please apply your changes to the latest version "
+                         "and try again", name=key[2], kind=resource.plural)
+        if self._has_status(resource):
+            if request.subresource == "status":  # only status changes through /status
+                new = {**current, "status": new.get("status")}
+            else:
+                new = {**new, "status": current.get("status")}
+        new = copy.deepcopy({k: v for k, v in new.items() if v is not None})
+        meta = new.setdefault("metadata", {})
+        for field in ("uid", "name", "namespace", "creationTimestamp", "generation", "deletionTimestamp",
+                      "resourceVersion"):  # owned by the server
+            if field in old_meta:
+                meta[field] = old_meta[field]
+            else:
+                meta.pop(field, None)
+        self._admit(resource, new, request.subresource)
+        if new == current:
+            return current  # a no-op write bumps nothing and notifies no one, as in kube-apiserver
+        if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
+            k: v for k, v in current.items() if k not in ("metadata", "status")
+        }:
+            meta["generation"] = old_meta.get("generation", 1) + 1
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            return self._remove(key, new, "Background")
+        return self._store(key, new, "MODIFIED")
+
+    def _delete(self, key: Key, policy: str) -> Obj:
+        current = self._get(key)
+        meta = current["metadata"]
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return current
+            new = copy.deepcopy(current)
+            new["metadata"]["deletionTimestamp"] = _now()
+            return self._store(key, new, "MODIFIED")
+        return self._remove(key, current, policy)
+
+    def _remove(self, key: Key, obj: Obj, policy: str) -> Obj:
+        self._revision += 1
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = str(self._revision)
+        self._objects[key].delete()
+        self._emit(key[0], "DELETED", obj)
+        if key[0] == CRDS:
+            self._unregister_crd(obj)
+        self._collect_dependents(obj["metadata"]["uid"], policy)
+        return obj
+
+    def _collect_dependents(self, owner_uid: str, policy: str) -> None:
+        """The garbage collector: dependents with no live owner left are deleted (or orphaned)."""
+        live = {o["metadata"]["uid"] for o in self._live().values()}
+        for key, obj in list(self._live().items()):
+            refs = obj["metadata"].get("ownerReferences") or []
+            if not any(ref.get("uid") == owner_uid for ref in refs):
+                continue
+            if policy == "Orphan":
+                new = copy.deepcopy(obj)
+                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
+                self._store(key, new, "MODIFIED")
+            elif not any(ref.get("uid") in live for ref in refs) and not self._objects[key].deleted:
+                self._delete(key, "Background")
+
+    def _store(self, key: Key, obj: Obj, event: str) -> Obj:
+        self._revision += 1
+        obj["metadata"]["resourceVersion"] = str(self._revision)
+        if key in self._objects:
+            self._objects[key].create(obj)  # a new version in kmock's history
+        else:
+            self._objects[key] = obj
+        self._emit(key[0], event, obj)
+        return obj
+
+    def _emit(self, resource: references.resource, event: str, obj: Obj) -> None:
+        history = self._history[resource]
+        if len(history) == history.maxlen:
+            self._floor[resource] = history[0][0]
+        message = {"type": event, "object": copy.deepcopy(obj)}
+        history.append((self._revision, message))
+        for queue in self._watchers[resource]:
+            queue.put_nowait(message)
+
+    # ---- admission and CRDs --------------------------------------------------------------------
+
+    def _has_status(self, resource: references.resource) -> bool:
+        return resource in self.resources and "status" in self.resources[resource].subresources
+
+    def _admit(self, resource: references.resource, obj: Obj, subresource: str | None) -> None:
+        schema = self._schemas.get(resource)
+        if schema is None:
+            return
+        causes = schema.admit(obj, root="status" if subresource == "status" else None)
+        if causes:
+            kind = self.resources[resource].kind
+            name = obj.get("metadata", {}).get("name", "")
+            text = "; ".join(f"{c['field']}: {c['message']}" for c in causes)
+            raise _error(422, "Invalid", f'{kind}.{resource.group} "{name}" is invalid: {text}',
+                         name=name, group=resource.group, kind=kind, causes=causes)
+
+    def _register_crd(self, crd: Obj) -> None:
+        spec = crd["spec"]
+        names = spec["names"]
+        for version in spec["versions"]:
+            resource = references.resource(group=spec["group"], version=version["name"], plural=names["plural"])
+            self.resources[resource] = references.ResourceInfo(
+                namespaced=spec.get("scope") == "Namespaced", kind=names["kind"],
+                singular=names.get("singular", names["kind"].lower()),
+                verbs=["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                shortnames=names.get("shortNames", []), categories=names.get("categories", []),
+                subresources=list(version.get("subresources") or {}),
+            )
+            self._schemas[resource] = StructuralSchema(version["schema"]["openAPIV3Schema"])
+        crd["status"] = {
+            "acceptedNames": names,
+            "conditions": [
+                {"type": t, "status": "True", "reason": r, "message": "", "lastTransitionTime": _now()}
+                for t, r in (("NamesAccepted", "NoConflicts"), ("Established", "InitialNamesAccepted"))
+            ],
+        }
+
+    def _unregister_crd(self, crd: Obj) -> None:
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            resource = references.resource(group=spec["group"], version=version["name"],
+                                           plural=spec["names"]["plural"])
+            for key in [k for k in self._live() if k[0] == resource]:
+                self._remove(key, self._objects[key].raw, "Background")
+            self._schemas.pop(resource, None)
+            del self.resources[resource]
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def _live(self) -> dict[Key, Obj]:
+        return {key: obj.raw for key, obj in self._objects.items() if not obj.deleted}
+
+    def _get(self, key: Key) -> Obj:
+        if key not in self._objects or self._objects[key].deleted:
+            raise _error(404, "NotFound", f'{key[0].plural} "{key[2]}" not found', name=key[2],
+                         kind=key[0].plural)
+        return self._objects[key].raw
+
+    def _matcher(self, request: rendering.Request) -> Any:
+        try:
+            labels = label_selector(request.params.get("labelSelector"))
+            fields = field_selector(request.params.get("fieldSelector"))
+        except SelectorError as e:
+            raise _error(400, "BadRequest", str(e)) from e
+
+        def matches(obj: Obj) -> bool:
+            in_namespace = request.namespace is None or obj["metadata"].get("namespace") == request.namespace
+            return in_namespace and labels(obj) and fields(obj)
+
+        return matches
+
+    async def _serve_fetch(self, request: rendering.Request) -> rendering.Payload:
+        async with self._lock:
+            return self._get((self._known(request), request.namespace, request.name or ""))
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        resource = self._known(request)
+        matches = self._matcher(request)
+        async with self._lock:
+            items = [obj for key, obj in self._live().items() if key[0] == resource and matches(obj)]
+            revision = self._revision
+        kind = self.resources[resource].kind if resource in self.resources else None
+        return {
+            "apiVersion": f"{resource.group}/{resource.version}".lstrip("/"),
+            "kind": f"{kind}List" if kind else "List",
+            "metadata": {"resourceVersion": str(revision)},
+            "items": sorted(items, key=lambda o: int(o["metadata"]["resourceVersion"])),
+        }
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        resource = self._known(request)
+        matches = self._matcher(request)
+        yield b""  # send the headers now: a watch may stay silent for long
+        since = int(request.params.get("resourceVersion") or 0)
+        timeout = float(request.params.get("timeoutSeconds") or 0) or None
+        queue: asyncio.Queue[Obj] = asyncio.Queue()
+        async with self._lock:
+            if since and since < self._floor.get(resource, 0):
+                gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                        "reason": "Expired", "message": f"too old resource version: {since}"}
+                backlog = [{"type": "ERROR", "object": gone}]
+            elif since:
+                backlog = [msg for rev, msg in self._history[resource] if rev > since]
+            else:
+                backlog = [{"type": "ADDED", "object": o} for k, o in self._live().items() if k[0] == resource]
+            self._watchers[resource].add(queue)
+        try:
+            for message in backlog:
+                if message["type"] == "ERROR":
+                    yield message
+                    return
+                if matches(message["object"]):
+                    yield message
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout if timeout else None
+            while True:
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return
+                try:
+                    message = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return
+                if matches(message["object"]):
+                    yield message
+        finally:
+            self._watchers[resource].discard(queue)
