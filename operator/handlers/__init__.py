@@ -1,0 +1,5 @@
+"""One thin kopf handler module per kind; importing this package registers them all."""
+
+from vlmop.operator.handlers import cascaderljob, dvddeployment, pretrainjob
+
+__all__ = ["cascaderljob", "dvddeployment", "pretrainjob"]

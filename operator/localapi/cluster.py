@@ -1,0 +1,125 @@
+"""A local control plane: the API server on loopback, our CRDs installed through it, and the real
+operator running as a separate process (`python -m vlmop.operator`) against it with a kubeconfig.
+Used by `vlmop local` and by the integration tests' fixture."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from vlmop.operator import crdgen
+from vlmop.operator.api import GROUP, KINDS, VERSION, KindInfo
+from vlmop.operator.localapi.runner import BackgroundAPIServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kind_of(doc: dict[str, Any]) -> KindInfo:
+    for info in KINDS:
+        if doc.get("kind") == info.kind and doc.get("apiVersion") == f"{GROUP}/{VERSION}":
+            return info
+    raise ValueError(f"not a vlmop resource: {doc.get('apiVersion')}/{doc.get('kind')}")
+
+
+class LocalCluster:
+    def __init__(self, workdir: Path | None = None, operator_args: Iterable[str] = ()) -> None:
+        self.server = BackgroundAPIServer()
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="vlmop-local-"))
+        self.operator_args = list(operator_args)
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.log_path = self.workdir / "operator.log"
+
+    def __enter__(self) -> LocalCluster:
+        self.server.start()
+        self.kubeconfig = self.server.write_kubeconfig(self.workdir / "kubeconfig")
+        self.client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=self.server.url))
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        extensions = kubernetes.client.ApiextensionsV1Api(self.client)
+        for info in KINDS:  # installed the way a user would: POSTing the generated CRDs
+            extensions.create_custom_resource_definition(crdgen.crd(info))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop_operator()
+        self.client.close()
+        self.server.stop()
+
+    def start_operator(self, timeout: float = 60) -> None:
+        """`python -m vlmop.operator --standalone` against this API server; waits for liveness."""
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        command = [sys.executable, "-m", "vlmop.operator", "--standalone", "--verbose",
+                   "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                   "--metrics-port", str(self.metrics_port), *self.operator_args]
+        with self.log_path.open("ab") as log:
+            self.operator = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.wait(lambda: self._alive(), timeout, "the operator to report live")
+
+    def _alive(self) -> bool:
+        assert self.operator is not None
+        if self.operator.poll() is not None:
+            raise RuntimeError(f"operator exited with {self.operator.returncode}: {self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.liveness_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop_operator(self) -> None:
+        if self.operator and self.operator.poll() is None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(20)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def apply(self, doc: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
+        info = kind_of(doc)
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, info.plural, doc
+        )
+        return result
+
+    def get(self, info: KindInfo, name: str, namespace: str = "default") -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, info.plural, name
+        )
+        return result
+
+    def wait_observed(self, info: KindInfo, name: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait until the operator has reconciled the current generation; return the object."""
+        seen: dict[str, Any] = {}
+
+        def observed() -> bool:
+            seen.update(self.get(info, name))
+            status = seen.get("status") or {}
+            return bool(status.get("observedGeneration") == seen["metadata"]["generation"])
+
+        self.wait(observed, timeout, f"{info.kind} {name} to be observed")
+        return seen
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}; operator log:\n{self.log_tail()}")
+            time.sleep(0.1)

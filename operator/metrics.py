@@ -1,0 +1,44 @@
+"""The operator's own Prometheus metrics: reconcile counts, durations, outcomes and status writes."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import prometheus_client
+
+RECONCILES = prometheus_client.Counter(
+    "vlmop_reconcile_total", "Reconciles by kind and result (success, invalid, error).", ["kind", "result"]
+)
+DURATION = prometheus_client.Histogram(
+    "vlmop_reconcile_duration_seconds", "Time spent in one reconcile.", ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STATUS_WRITES = prometheus_client.Counter(
+    "vlmop_status_writes_total", "Status patches written (one per reconcile at most).", ["kind"]
+)
+
+
+@dataclass
+class Outcome:
+    result: str = "success"
+
+
+@contextlib.contextmanager
+def reconciling(kind: str) -> Iterator[Outcome]:
+    """Count and time one reconcile; an escaping exception counts as an error and is re-raised."""
+    outcome, start = Outcome(), time.perf_counter()
+    try:
+        yield outcome
+    except Exception:
+        outcome.result = "error"
+        raise
+    finally:
+        DURATION.labels(kind).observe(time.perf_counter() - start)
+        RECONCILES.labels(kind, outcome.result).inc()
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other pods
+    prometheus_client.start_http_server(port, addr)
