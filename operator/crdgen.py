@@ -73,7 +73,7 @@ def kind_schema(info: KindInfo) -> Schema:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object"},
+            "metadata": {"type": "object", "description": "Standard object metadata."},
             "spec": model_schema(info.spec, f"Desired state of the {info.kind}."),
             "status": model_schema(info.status, f"Observed state of the {info.kind}, written by vlmop."),
         },

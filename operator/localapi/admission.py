@@ -69,6 +69,21 @@ def default(obj: Any, schema: Schema) -> None:
             default(item, schema["items"])
 
 
+_MISSING = object()
+
+
+def _at(obj: Any, field: str) -> Any:
+    """The value at a cause's field path such as spec.stages[1].rollout (_MISSING when absent)."""
+    for part in filter(None, field.replace("[", ".").replace("]", "").split(".")):
+        if isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        elif isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        else:
+            return _MISSING
+    return obj
+
+
 def _as_schema(value: Any) -> Schema | None:
     return value if isinstance(value, dict) else None
 
@@ -82,15 +97,19 @@ class StructuralSchema:
         self._env = celpy.Environment()
         self._programs: dict[str, Any] = {}
 
-    def admit(self, obj: dict[str, Any], root: str | None = None) -> list[Cause]:
+    def admit(self, obj: dict[str, Any], root: str | None = None, old: dict[str, Any] | None = None) -> list[Cause]:
         """Prune and default `obj` in place; return the validation failures (empty when valid).
-        With `root`, only that top-level field is checked (the status subresource)."""
+        With `root`, only that top-level field is checked (the status subresource). With `old` (an
+        update), failures on values left unchanged are ratcheted away, as kube-apiserver >= 1.30
+        does, so objects stored under an older schema can still be labelled and given status."""
         prune(obj, self.schema)
         default(obj, self.schema)
         causes = [self._schema_cause(e) for e in self._validator.iter_errors(obj)]
         causes += list(self._cel_causes(obj, self.schema, ""))
         if root is not None:
             causes = [c for c in causes if c["field"] == root or c["field"].startswith(root + ".")]
+        if old is not None:
+            causes = [c for c in causes if _at(obj, c["field"]) != _at(old, c["field"])]
         return sorted(causes, key=lambda c: c["field"])
 
     @staticmethod

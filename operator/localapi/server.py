@@ -167,7 +167,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
-        self._admit(resource, new, request.subresource)
+        self._admit(resource, new, request.subresource, old=current)
         if new == current:
             return current  # a no-op write bumps nothing and notifies no one, as in kube-apiserver
         if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
@@ -233,16 +233,26 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         for queue in self._watchers[resource]:
             queue.put_nowait(message)
 
+    async def inject(self, resource: references.resource, obj: Obj) -> Obj:
+        """Store an object as-is, skipping admission, as if written under an older schema: lets
+        tests feed the operator what the current CRD would reject."""
+        async with self._lock:
+            obj = copy.deepcopy(obj)
+            meta = obj["metadata"]
+            meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
+            return self._store((resource, meta.get("namespace"), meta["name"]), obj, "ADDED")
+
     # ---- admission and CRDs --------------------------------------------------------------------
 
     def _has_status(self, resource: references.resource) -> bool:
         return resource in self.resources and "status" in self.resources[resource].subresources
 
-    def _admit(self, resource: references.resource, obj: Obj, subresource: str | None) -> None:
+    def _admit(self, resource: references.resource, obj: Obj, subresource: str | None,
+               old: Obj | None = None) -> None:
         schema = self._schemas.get(resource)
         if schema is None:
             return
-        causes = schema.admit(obj, root="status" if subresource == "status" else None)
+        causes = schema.admit(obj, root="status" if subresource == "status" else None, old=old)
         if causes:
             kind = self.resources[resource].kind
             name = obj.get("metadata", {}).get("name", "")

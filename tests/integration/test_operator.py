@@ -1,0 +1,139 @@
+"""The real operator process (`python -m vlmop.operator --standalone`) against the local API server:
+valid CRs get observedGeneration and conditions, invalid ones are rejected at admission with the field
+named, what only the operator can detect becomes Failed/InvalidSpec with an Event (and the operator
+keeps serving), deletion cascades to children, and it exposes liveness and metrics.
+
+The API server here is an emulator: it runs no Job/Deployment controllers and no kubelet, so pods
+never run; e2e/ repeats these scenarios on a real cluster."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from kmock._internal import references
+from kubernetes.client import ApiException
+
+from vlmop.operator.api import KINDS, PRETRAINJOB
+from vlmop.operator.localapi.cluster import LocalCluster, kind_of
+
+G, V, NS = "vlmop.io", "v1alpha1", "default"
+
+
+def renamed(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    doc["metadata"]["name"] = name
+    return doc
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj["status"]["conditions"]}
+
+
+@pytest.mark.parametrize("example", ["pretrainjob", "cascaderljob", "dvddeployment"])
+def test_valid_cr_gets_observed_generation_and_conditions(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]], example: str
+) -> None:
+    doc = examples[example]
+    cluster.apply(doc)
+    obj = cluster.wait_observed(kind_of(doc), doc["metadata"]["name"])
+    ready = conditions(obj)["Ready"]
+    assert obj["status"]["phase"] == "Pending"
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "AwaitingController", 1)
+    assert ready["lastTransitionTime"].endswith("Z")
+    assert conditions(obj)["Failed"]["status"] == "False"
+
+
+def test_spec_update_is_observed_and_status_left_alone_otherwise(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]]
+) -> None:
+    doc = renamed(examples["pretrainjob"], "update-me")
+    cluster.apply(doc)
+    first = cluster.wait_observed(PRETRAINJOB, "update-me")
+    cluster.custom.patch_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "update-me",
+                                                  {"spec": {"topology": {"nodes": 4}}})
+    second = cluster.wait_observed(PRETRAINJOB, "update-me")
+    assert second["metadata"]["generation"] == 2 and second["status"]["observedGeneration"] == 2
+    ready_before, ready_after = conditions(first)["Ready"], conditions(second)["Ready"]
+    assert ready_after["lastTransitionTime"] == ready_before["lastTransitionTime"]  # no flip, no new time
+    assert ready_after["observedGeneration"] == 2
+
+
+def test_invalid_cr_is_rejected_at_admission_naming_the_field(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]]
+) -> None:
+    doc = renamed(examples["dvddeployment"], "too-few")
+    doc["spec"]["vision"]["minReplicas"] = 10
+    with pytest.raises(ApiException) as error:
+        cluster.apply(doc)
+    assert error.value.status == 422
+    assert "spec.vision.minReplicas: Invalid value: minReplicas must not exceed maxReplicas" in error.value.body
+
+
+def test_what_only_the_operator_detects_fails_the_cr_not_the_operator(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]]
+) -> None:
+    # Stored without admission, as an object written under an older, looser CRD would be.
+    doc = renamed(examples["pretrainjob"], "legacy")
+    doc["metadata"]["namespace"] = NS
+    doc["spec"]["topology"]["nodes"] = "many"
+    resource = references.resource(group=G, version=V, plural=PRETRAINJOB.plural)
+    cluster.server.call(cluster.server.api.inject(resource, doc))
+    obj = cluster.wait_observed(PRETRAINJOB, "legacy")
+    failed = conditions(obj)["Failed"]
+    assert (obj["status"]["phase"], failed["status"], failed["reason"]) == ("Failed", "True", "InvalidSpec")
+    assert "spec.topology.nodes" in failed["message"]
+    events = cluster.core.list_namespaced_event(NS).items
+    assert any(e.reason == "InvalidSpec" and e.involved_object.name == "legacy" and e.type == "Warning"
+               for e in events)
+    # The operator is still serving other objects.
+    cluster.apply(renamed(examples["pretrainjob"], "after-legacy"))
+    cluster.wait_observed(PRETRAINJOB, "after-legacy")
+    assert cluster.operator is not None and cluster.operator.poll() is None
+
+
+def test_deleting_a_cr_deletes_its_children(cluster: LocalCluster, examples: dict[str, dict[str, Any]]) -> None:
+    owner = cluster.apply(renamed(examples["pretrainjob"], "parent"))
+    ref = {"apiVersion": f"{G}/{V}", "kind": "PretrainJob", "name": "parent",
+           "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    labels = {"app.kubernetes.io/managed-by": "vlmop", "vlmop.io/owner-kind": "PretrainJob",
+              "vlmop.io/owner-name": "parent"}
+    for name in ("parent-ds-config", "parent-hostfile"):
+        cluster.core.create_namespaced_config_map(
+            NS, {"metadata": {"name": name, "labels": labels, "ownerReferences": [ref]}})
+    cluster.wait_observed(PRETRAINJOB, "parent")
+    cluster.custom.delete_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "parent")
+    selector = "vlmop.io/owner-name=parent"
+    cluster.wait(lambda: not cluster.core.list_namespaced_config_map(NS, label_selector=selector).items,
+                 10, "the children to be garbage-collected")
+    with pytest.raises(ApiException):
+        cluster.get(PRETRAINJOB, "parent")  # no finalizer holds the CR: nothing to clean up yet
+
+
+def test_liveness_and_metrics_endpoints(cluster: LocalCluster, examples: dict[str, dict[str, Any]]) -> None:
+    cluster.apply(renamed(examples["cascaderljob"], "metered"))
+    cluster.wait_observed(KINDS[1], "metered")
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.liveness_port}/healthz", timeout=5) as r:  # noqa: S310
+        assert r.status == 200 and isinstance(json.loads(r.read()), dict)
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    assert 'vlmop_reconcile_total{kind="CascadeRLJob",result="success"}' in text
+    assert 'vlmop_reconcile_duration_seconds_count{kind="CascadeRLJob"}' in text
+    assert 'vlmop_status_writes_total{kind="CascadeRLJob"}' in text
+
+
+def test_restart_resumes_without_rewriting_status(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]]
+) -> None:
+    cluster.apply(renamed(examples["dvddeployment"], "survivor"))
+    before = cluster.wait_observed(KINDS[2], "survivor")
+    cluster.stop_operator()
+    cluster.start_operator()
+    time.sleep(2)  # let the resumed operator handle every object once
+    after = cluster.get(KINDS[2], "survivor")
+    assert after["status"] == before["status"]
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

@@ -1,0 +1,120 @@
+"""Admission from the generated schemas (prune, default, validate, CEL), as the local API server
+applies it: examples pass, each invalid spec is refused with a message naming its field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from vlmop.operator import crdgen
+from vlmop.operator.api import CASCADERLJOB, DVDDEPLOYMENT, KINDS, PRETRAINJOB, KindInfo
+from vlmop.operator.localapi.admission import StructuralSchema
+from vlmop.operator.reconcile import spec_errors
+
+SCHEMAS = {info.kind: StructuralSchema(crdgen.kind_schema(info)) for info in KINDS}
+INFO = {info.kind: info for info in KINDS}
+EXAMPLE_OF = {"PretrainJob": "pretrainjob", "CascadeRLJob": "cascaderljob", "DvDDeployment": "dvddeployment"}
+
+
+def with_change(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    *parents, last = path.split(".")
+    node = doc
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return doc
+
+
+DELETE = object()
+
+INVALID = [
+    # kind, change path, value, field named in the error, words in the message
+    ("PretrainJob", "spec.topology.nodes", 0, "spec.topology.nodes", "greater than or equal to 1"),
+    ("PretrainJob", "spec.deepspeed.zeroStage", 4, "spec.deepspeed.zeroStage", "less than or equal to 3"),
+    ("PretrainJob", "spec.deepspeed.precision", "fp8", "spec.deepspeed.precision", "supported values"),
+    ("PretrainJob", "spec.topology", DELETE, "spec.topology", "Required value"),
+    ("PretrainJob", "spec.model.path", "/m", "spec.model", "exactly one of model.preset and model.path"),
+    ("PretrainJob", "spec.deepspeed.offloadParams", True, "spec.deepspeed.offloadParams", "zeroStage 3"),
+    ("PretrainJob", "spec.scheduling.gang", "kueue", "spec.scheduling.queueName", "queueName is required"),
+    ("PretrainJob", "spec.optimization.learningRate", 0, "spec.optimization.learningRate", "greater than 0"),
+    ("PretrainJob", "spec.data", {"format": "text"}, "spec.data", "data.path or data.claimName"),
+    ("CascadeRLJob", "spec.stages.1.rollout", DELETE, "spec.stages[1].rollout", "needs rollout"),
+    ("CascadeRLJob", "spec.stages.1.rewards.routes.0.verifier", "nope", "spec.stages[1].rewards.routes",
+     "declared verifier"),
+    ("CascadeRLJob", "spec.stages.1.promptFilter", {"minAccuracy": 0.9, "maxAccuracy": 0.1},
+     "spec.stages[1].promptFilter", "minAccuracy must not exceed maxAccuracy"),
+    ("CascadeRLJob", "spec.stages.0.kind", "ppo", "spec.stages[0].kind", "supported values"),
+    ("CascadeRLJob", "spec.stages.1.gspo.miniBatchPrompts", 1000, "spec.stages[1].gspo.miniBatchPrompts",
+     "must not exceed promptsPerStep"),
+    ("CascadeRLJob", "spec.stages", [], "spec.stages", "at least this many items: 1"),
+    ("DvDDeployment", "spec.vision.minReplicas", 9, "spec.vision.minReplicas", "must not exceed maxReplicas"),
+    ("DvDDeployment", "spec.language.tensorParallel", 4, "spec.language.gpusPerReplica",
+     "gpusPerReplica must cover tensorParallel"),
+    ("DvDDeployment", "spec.autoscaling.prometheusUrl", DELETE, "spec.autoscaling.prometheusUrl",
+     "prometheusUrl is required"),
+    ("DvDDeployment", "spec.gateway.authSecretRef", {"name": "s"}, "spec.gateway.authSecretRef.key",
+     "Required value"),
+]
+
+
+@pytest.mark.parametrize("info", KINDS, ids=lambda i: i.kind)
+def test_examples_are_admitted_and_parse(info: KindInfo, examples: dict[str, dict[str, Any]]) -> None:
+    doc = examples[EXAMPLE_OF[info.kind]]
+    assert SCHEMAS[info.kind].admit(doc) == []
+    assert spec_errors(info, doc["spec"]) is None
+
+
+@pytest.mark.parametrize(("kind", "path", "value", "field", "words"), INVALID,
+                         ids=[f"{c[0]}:{c[1]}" for c in INVALID])
+def test_invalid_specs_name_the_field(kind: str, path: str, value: Any, field: str, words: str,
+                                      examples: dict[str, dict[str, Any]]) -> None:
+    doc = with_change(examples[EXAMPLE_OF[kind]], path, value)
+    causes = SCHEMAS[kind].admit(doc)
+    assert any(c["field"] == field and words in c["message"] for c in causes), causes
+
+
+def test_defaults_fill_nested_objects_and_unknown_fields_are_pruned(examples: dict[str, Any]) -> None:
+    doc = with_change(examples["pretrainjob"], "spec.typo", 1)
+    doc["spec"].pop("deepspeed")
+    assert SCHEMAS["PretrainJob"].admit(doc) == []
+    assert "typo" not in doc["spec"]
+    assert doc["spec"]["deepspeed"] == {"zeroStage": 2, "precision": "bf16", "offloadOptimizer": False,
+                                        "offloadParams": False, "microBatchSize": 1,
+                                        "gradientAccumulationSteps": 1}
+    assert doc["spec"]["runPolicy"]["backoffLimit"] == 3
+
+
+def test_free_form_fields_survive_pruning(examples: dict[str, Any]) -> None:
+    raw = {"zero_optimization": {"overlap_comm": True}, "wall_clock_breakdown": False}
+    doc = with_change(examples["pretrainjob"], "spec.deepspeed.config", raw)
+    assert SCHEMAS["PretrainJob"].admit(doc) == []
+    assert doc["spec"]["deepspeed"]["config"] == raw
+
+
+def test_status_only_checks_status(examples: dict[str, Any]) -> None:
+    doc = with_change(examples["pretrainjob"], "spec.topology.nodes", 0)
+    doc["status"] = {"phase": "Bogus"}
+    causes = SCHEMAS["PretrainJob"].admit(doc, root="status")
+    assert [c["field"] for c in causes] == ["status.phase"]
+
+
+def test_operator_side_parse_names_the_field() -> None:
+    errors = spec_errors(PRETRAINJOB, {"model": {"preset": "tiny"}, "data": {"path": "/d"},
+                                       "topology": {"image": "i", "nodes": "many"}})
+    assert errors is not None and "spec.topology.nodes" in errors
+    assert spec_errors(DVDDEPLOYMENT, {}) is not None
+    assert spec_errors(CASCADERLJOB, {"model": {"preset": "tiny"}}) is not None
+
+
+def test_updates_ratchet_over_values_left_unchanged(examples: dict[str, Any]) -> None:
+    stored = with_change(examples["pretrainjob"], "spec.topology.nodes", "many")
+    labelled = with_change(stored, "metadata.labels", {"a": "b"})
+    assert SCHEMAS["PretrainJob"].admit(labelled, old=stored) == []
+    worse = with_change(labelled, "spec.topology.nodes", "more")
+    assert [c["field"] for c in SCHEMAS["PretrainJob"].admit(worse, old=stored)] == ["spec.topology.nodes"]

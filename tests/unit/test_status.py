@@ -1,0 +1,44 @@
+"""Status helpers: conditions keep their transition time, and a reconcile writes only what changed."""
+
+from __future__ import annotations
+
+from vlmop.operator import status
+from vlmop.operator.api import PRETRAINJOB
+from vlmop.operator.reconcile import desired_status
+
+
+def test_transition_time_moves_only_when_status_flips() -> None:
+    first = status.merge_conditions([], [status.condition("Ready", False, "Waiting")], 1, "T1")
+    same = status.merge_conditions(first, [status.condition("Ready", False, "StillWaiting", "m")], 2, "T2")
+    flipped = status.merge_conditions(same, [status.condition("Ready", True, "Done")], 3, "T3")
+    assert first[0]["lastTransitionTime"] == "T1"
+    assert same[0] == {"type": "Ready", "status": "False", "reason": "StillWaiting", "message": "m",
+                       "lastTransitionTime": "T1", "observedGeneration": 2}
+    assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["status"] == "True"
+
+
+def test_conditions_not_mentioned_are_kept() -> None:
+    both = status.merge_conditions([], [status.condition("Ready", True, "A"),
+                                        status.condition("Progressing", None, "B")], 1, "T")
+    after = status.merge_conditions(both, [status.condition("Ready", False, "C")], 1, "U")
+    assert [(c["type"], c["status"]) for c in after] == [("Ready", "False"), ("Progressing", "Unknown")]
+
+
+def test_diff_is_empty_when_nothing_changed_and_removes_stale_keys() -> None:
+    assert status.diff({"a": 1, "b": [1]}, {"a": 1, "b": [1]}) == {}
+    assert status.diff({"a": 1, "old": 2}, {"a": 3}) == {"a": 3, "old": None}
+
+
+def test_reconciled_status_is_stable_across_runs() -> None:
+    body = {"metadata": {"generation": 4}, "spec": {}}
+    first = desired_status(PRETRAINJOB, body, None, "T1")
+    again = desired_status(PRETRAINJOB, {**body, "status": first}, None, "T2")
+    assert status.diff(first, again) == {}
+    assert first["observedGeneration"] == 4 and first["phase"] == "Pending"
+
+
+def test_invalid_spec_fails_with_reason() -> None:
+    result = desired_status(PRETRAINJOB, {"metadata": {"generation": 1}}, "spec.x: bad", "T")
+    failed = next(c for c in result["conditions"] if c["type"] == "Failed")
+    assert (result["phase"], failed["status"], failed["reason"], failed["message"]) == (
+        "Failed", "True", "InvalidSpec", "spec.x: bad")
