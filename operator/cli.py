@@ -10,14 +10,24 @@ from vlmop.operator.runtime import RunOptions
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--standalone", action="store_true",
-                        help="no peering/leader election: for one replica, local runs and tests")
-    parser.add_argument("--namespace", "-n", action="append", default=[], dest="namespaces",
-                        help="watch only this namespace (repeatable); default: cluster-wide")
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering/leader election: for one replica, local runs and tests",
+    )
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch only this namespace (repeatable); default: cluster-wide",
+    )
     parser.add_argument("--peering", default="vlmop", help="KopfPeering name shared by HA replicas")
     parser.add_argument("--priority", type=int, default=0, help="peering priority; highest is active")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
-                        help="liveness endpoint URL ('' disables)")
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' disables)"
+    )
     parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (0 disables)")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
@@ -25,10 +35,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run_operator(args: argparse.Namespace) -> None:
     from vlmop.operator import runtime
 
-    runtime.run(RunOptions(standalone=args.standalone, namespaces=args.namespaces,
-                           peering_name=args.peering, priority=args.priority,
-                           liveness=args.liveness or None, metrics_port=args.metrics_port or None,
-                           verbose=args.verbose))
+    runtime.run(
+        RunOptions(
+            standalone=args.standalone,
+            namespaces=args.namespaces,
+            peering_name=args.peering,
+            priority=args.priority,
+            liveness=args.liveness or None,
+            metrics_port=args.metrics_port or None,
+            verbose=args.verbose,
+        )
+    )
 
 
 def write_crds(args: argparse.Namespace) -> None:

@@ -21,9 +21,11 @@ def documents(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 def summary(obj: dict[str, Any]) -> str:
     status = obj.get("status") or {}
-    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
-    return (f"{obj['kind']:<14} {obj['metadata']['name']:<24} {status.get('phase', '-'):<10} "
-            f"Ready={ready.get('status', '-')} ({ready.get('reason', '-')}): {ready.get('message', '')}")
+    ready: dict[str, Any] = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+    return (
+        f"{obj['kind']:<14} {obj['metadata']['name']:<24} {status.get('phase', '-'):<10} "
+        f"Ready={ready.get('status', '-')} ({ready.get('reason', '-')}): {ready.get('message', '')}"
+    )
 
 
 def main(paths: Iterable[Path], serve: bool = False, timeout: float = 60) -> None:

@@ -13,7 +13,9 @@ RECONCILES = prometheus_client.Counter(
     "vlmop_reconcile_total", "Reconciles by kind and result (success, invalid, error).", ["kind", "result"]
 )
 DURATION = prometheus_client.Histogram(
-    "vlmop_reconcile_duration_seconds", "Time spent in one reconcile.", ["kind"],
+    "vlmop_reconcile_duration_seconds",
+    "Time spent in one reconcile.",
+    ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 STATUS_WRITES = prometheus_client.Counter(

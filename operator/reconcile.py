@@ -32,16 +32,22 @@ def desired_status(info: KindInfo, body: Mapping[str, Any], errors: str | None, 
     current = dict(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation")
     if errors:
-        phase, updates = "Failed", [
-            status.condition("Failed", True, status.INVALID_SPEC, errors),
-            status.condition("Ready", False, status.INVALID_SPEC, errors),
-        ]
+        phase, updates = (
+            "Failed",
+            [
+                status.condition("Failed", True, status.INVALID_SPEC, errors),
+                status.condition("Ready", False, status.INVALID_SPEC, errors),
+            ],
+        )
     else:
         message = f"spec is valid; no children are built until the {info.kind} controller lands"
-        phase, updates = "Pending", [
-            status.condition("Failed", False, status.AWAITING_CONTROLLER, ""),
-            status.condition("Ready", False, status.AWAITING_CONTROLLER, message),
-        ]
+        phase, updates = (
+            "Pending",
+            [
+                status.condition("Failed", False, status.AWAITING_CONTROLLER, ""),
+                status.condition("Ready", False, status.AWAITING_CONTROLLER, message),
+            ],
+        )
     conditions = status.merge_conditions(current.get("conditions", []), updates, generation, at)
     return {**current, "observedGeneration": generation, "phase": phase, "conditions": conditions}
 

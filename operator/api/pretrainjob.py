@@ -33,8 +33,6 @@ class PretrainJobStatus(BaseStatus):
     completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
 
 
-
-
 PRETRAINJOB = KindInfo(
     kind="PretrainJob",
     plural="pretrainjobs",

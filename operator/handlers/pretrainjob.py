@@ -4,8 +4,8 @@ from typing import Any
 
 import kopf
 
-from vlmop.operator.api import PRETRAINJOB as KIND
 from vlmop.operator.api import GROUP, VERSION
+from vlmop.operator.api import PRETRAINJOB as KIND
 from vlmop.operator.reconcile import accept
 
 

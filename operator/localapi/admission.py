@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import celpy
+import celpy.adapter
+import celpy.evaluation
 import jsonschema
 
 Schema = dict[str, Any]
@@ -97,7 +99,9 @@ class StructuralSchema:
         self._env = celpy.Environment()
         self._programs: dict[str, Any] = {}
 
-    def admit(self, obj: dict[str, Any], root: str | None = None, old: dict[str, Any] | None = None) -> list[Cause]:
+    def admit(
+        self, obj: dict[str, Any], root: str | None = None, old: dict[str, Any] | None = None
+    ) -> list[Cause]:
         """Prune and default `obj` in place; return the validation failures (empty when valid).
         With `root`, only that top-level field is checked (the status subresource). With `old` (an
         update), failures on values left unchanged are ratcheted away, as kube-apiserver >= 1.30
@@ -119,8 +123,11 @@ class StructuralSchema:
             field = _join(field, key)
         if error.validator == "required":
             missing = str(error.message).split("'")[1]
-            return {"reason": "FieldValueRequired", "field": _join(field, missing),
-                    "message": "Required value"}
+            return {
+                "reason": "FieldValueRequired",
+                "field": _join(field, missing),
+                "message": "Required value",
+            }
         detail = str(error.message)
         if error.validator in _BOUNDS:
             exclusive = error.schema.get("exclusive" + str(error.validator).capitalize()) is True
@@ -128,8 +135,11 @@ class StructuralSchema:
         elif error.validator == "enum":
             options = ", ".join(f'"{v}"' for v in error.validator_value)
             detail = f"Unsupported value: {error.instance!r}: supported values: {options}"
-        return {"reason": "FieldValueInvalid", "field": field,
-                "message": f"Invalid value: {error.instance!r}: {detail}"}
+        return {
+            "reason": "FieldValueInvalid",
+            "field": field,
+            "message": f"Invalid value: {error.instance!r}: {detail}",
+        }
 
     def _cel_causes(self, obj: Any, schema: Schema, path: str) -> Iterator[Cause]:
         if obj is None:
@@ -137,8 +147,11 @@ class StructuralSchema:
         for rule in schema.get("x-kubernetes-validations", []):
             if not self._holds(rule["rule"], obj):
                 field = path + rule.get("fieldPath", "") if rule.get("fieldPath") else path
-                yield {"reason": "FieldValueInvalid", "field": field,
-                       "message": f"Invalid value: {rule.get('message') or rule['rule']}"}
+                yield {
+                    "reason": "FieldValueInvalid",
+                    "field": field,
+                    "message": f"Invalid value: {rule.get('message') or rule['rule']}",
+                }
         if isinstance(obj, dict):
             for key, sub in schema.get("properties", {}).items():
                 if key in obj:
@@ -151,6 +164,6 @@ class StructuralSchema:
         if rule not in self._programs:
             self._programs[rule] = self._env.program(self._env.compile(rule))
         try:
-            return bool(self._programs[rule].evaluate({"self": celpy.json_to_cel(value)}))
-        except celpy.CELEvalError:
+            return bool(self._programs[rule].evaluate({"self": celpy.adapter.json_to_cel(value)}))
+        except celpy.evaluation.CELEvalError:
             return False  # a rule that cannot evaluate on this value rejects it, as kube-apiserver does

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 
@@ -52,20 +52,29 @@ class LocalCluster:
         self.core = kubernetes.client.CoreV1Api(self.client)
         extensions = kubernetes.client.ApiextensionsV1Api(self.client)
         for info in KINDS:  # installed the way a user would: POSTing the generated CRDs
-            extensions.create_custom_resource_definition(crdgen.crd(info))
+            extensions.create_custom_resource_definition(cast(Any, crdgen.crd(info)))
         return self
 
     def __exit__(self, *_: object) -> None:
         self.stop_operator()
-        self.client.close()
+        self.client.close()  # type: ignore[no-untyped-call]
         self.server.stop()
 
     def start_operator(self, timeout: float = 60) -> None:
         """`python -m vlmop.operator --standalone` against this API server; waits for liveness."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        command = [sys.executable, "-m", "vlmop.operator", "--standalone", "--verbose",
-                   "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
-                   "--metrics-port", str(self.metrics_port), *self.operator_args]
+        command = [
+            sys.executable,
+            "-m",
+            "vlmop.operator",
+            "--standalone",
+            "--verbose",
+            "--liveness",
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--metrics-port",
+            str(self.metrics_port),
+            *self.operator_args,
+        ]
         with self.log_path.open("ab") as log:
             self.operator = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait(lambda: self._alive(), timeout, "the operator to report live")
@@ -94,16 +103,16 @@ class LocalCluster:
 
     def apply(self, doc: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
         info = kind_of(doc)
-        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, info.plural, doc
+        return cast(
+            dict[str, Any],
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, doc),
         )
-        return result
 
     def get(self, info: KindInfo, name: str, namespace: str = "default") -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, info.plural, name
+        return cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name),
         )
-        return result
 
     def wait_observed(self, info: KindInfo, name: str, timeout: float = 60) -> dict[str, Any]:
         """Wait until the operator has reconciled the current generation; return the object."""

@@ -42,7 +42,9 @@ class BackgroundAPIServer:
 
     async def _start(self) -> None:
         await self._stack.enter_async_context(self.api)
-        server = await self._stack.enter_async_context(kmock.Server(self.api, host=self._host, port=self._port))
+        server = await self._stack.enter_async_context(
+            kmock.Server(self.api, host=self._host, port=self._port)
+        )
         self.url = f"http://{server.host}:{server.port}"
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
@@ -62,8 +64,12 @@ class BackgroundAPIServer:
             "kind": "Config",
             "clusters": [{"name": "vlmop-local", "cluster": {"server": self.url}}],
             "users": [{"name": "vlmop-local", "user": {"token": "local"}}],
-            "contexts": [{"name": "vlmop-local",
-                          "context": {"cluster": "vlmop-local", "user": "vlmop-local", "namespace": namespace}}],
+            "contexts": [
+                {
+                    "name": "vlmop-local",
+                    "context": {"cluster": "vlmop-local", "user": "vlmop-local", "namespace": namespace},
+                }
+            ],
             "current-context": "vlmop-local",
         }
         path.write_text(yaml.safe_dump(config))

@@ -130,13 +130,23 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             namespace = None
         if not meta.get("name"):
             if not meta.get("generateName"):
-                raise _error(422, "Invalid", "metadata.name: Required value: name or generateName is required",
-                             causes=[{"reason": "FieldValueRequired", "field": "metadata.name"}])
-            meta["name"] = meta["generateName"] + "".join(random.choices(string.ascii_lowercase + "2456789", k=5))  # noqa: S311
+                raise _error(
+                    422,
+                    "Invalid",
+                    "metadata.name: Required value: name or generateName is required",
+                    causes=[{"reason": "FieldValueRequired", "field": "metadata.name"}],
+                )
+            suffix = "".join(random.choices(string.ascii_lowercase + "2456789", k=5))  # noqa: S311 - not a secret
+            meta["name"] = meta["generateName"] + suffix
         key = (resource, namespace, meta["name"])
         if key in self._objects and not self._objects[key].deleted:
-            raise _error(409, "AlreadyExists", f'{resource.plural} "{meta["name"]}" already exists',
-                         name=meta["name"], kind=resource.plural)
+            raise _error(
+                409,
+                "AlreadyExists",
+                f'{resource.plural} "{meta["name"]}" already exists',
+                name=meta["name"],
+                kind=resource.plural,
+            )
         if self._has_status(resource):
             obj.pop("status", None)  # the status subresource owns it
         self._admit(resource, obj, None)
@@ -151,9 +161,15 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         resource, old_meta = key[0], current["metadata"]
         expected = (new.get("metadata") or {}).get("resourceVersion")
         if expected and expected != old_meta["resourceVersion"]:
-            raise _error(409, "Conflict", f'Operation cannot be fulfilled on {resource.plural} "{key[2]}": '
-                         "the object has been modified; please apply your changes to the latest version "
-                         "and try again", name=key[2], kind=resource.plural)
+            raise _error(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {resource.plural} "{key[2]}": '
+                "the object has been modified; please apply your changes to the latest version "
+                "and try again",
+                name=key[2],
+                kind=resource.plural,
+            )
         if self._has_status(resource):
             if request.subresource == "status":  # only status changes through /status
                 new = {**current, "status": new.get("status")}
@@ -161,8 +177,15 @@ class LocalAPIServer(kmock.KubernetesEmulator):
                 new = {**new, "status": current.get("status")}
         new = copy.deepcopy({k: v for k, v in new.items() if v is not None})
         meta = new.setdefault("metadata", {})
-        for field in ("uid", "name", "namespace", "creationTimestamp", "generation", "deletionTimestamp",
-                      "resourceVersion"):  # owned by the server
+        for field in (
+            "uid",
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "resourceVersion",
+        ):  # owned by the server
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
@@ -247,8 +270,9 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     def _has_status(self, resource: references.resource) -> bool:
         return resource in self.resources and "status" in self.resources[resource].subresources
 
-    def _admit(self, resource: references.resource, obj: Obj, subresource: str | None,
-               old: Obj | None = None) -> None:
+    def _admit(
+        self, resource: references.resource, obj: Obj, subresource: str | None, old: Obj | None = None
+    ) -> None:
         schema = self._schemas.get(resource)
         if schema is None:
             return
@@ -257,19 +281,30 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             kind = self.resources[resource].kind
             name = obj.get("metadata", {}).get("name", "")
             text = "; ".join(f"{c['field']}: {c['message']}" for c in causes)
-            raise _error(422, "Invalid", f'{kind}.{resource.group} "{name}" is invalid: {text}',
-                         name=name, group=resource.group, kind=kind, causes=causes)
+            raise _error(
+                422,
+                "Invalid",
+                f'{kind}.{resource.group} "{name}" is invalid: {text}',
+                name=name,
+                group=resource.group,
+                kind=kind,
+                causes=causes,
+            )
 
     def _register_crd(self, crd: Obj) -> None:
         spec = crd["spec"]
         names = spec["names"]
         for version in spec["versions"]:
-            resource = references.resource(group=spec["group"], version=version["name"], plural=names["plural"])
+            resource = references.resource(
+                group=spec["group"], version=version["name"], plural=names["plural"]
+            )
             self.resources[resource] = references.ResourceInfo(
-                namespaced=spec.get("scope") == "Namespaced", kind=names["kind"],
+                namespaced=spec.get("scope") == "Namespaced",
+                kind=names["kind"],
                 singular=names.get("singular", names["kind"].lower()),
                 verbs=["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-                shortnames=names.get("shortNames", []), categories=names.get("categories", []),
+                shortnames=names.get("shortNames", []),
+                categories=names.get("categories", []),
                 subresources=list(version.get("subresources") or {}),
             )
             self._schemas[resource] = StructuralSchema(version["schema"]["openAPIV3Schema"])
@@ -284,8 +319,9 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     def _unregister_crd(self, crd: Obj) -> None:
         spec = crd["spec"]
         for version in spec["versions"]:
-            resource = references.resource(group=spec["group"], version=version["name"],
-                                           plural=spec["names"]["plural"])
+            resource = references.resource(
+                group=spec["group"], version=version["name"], plural=spec["names"]["plural"]
+            )
             for key in [k for k in self._live() if k[0] == resource]:
                 self._remove(key, self._objects[key].raw, "Background")
             self._schemas.pop(resource, None)
@@ -298,8 +334,9 @@ class LocalAPIServer(kmock.KubernetesEmulator):
 
     def _get(self, key: Key) -> Obj:
         if key not in self._objects or self._objects[key].deleted:
-            raise _error(404, "NotFound", f'{key[0].plural} "{key[2]}" not found', name=key[2],
-                         kind=key[0].plural)
+            raise _error(
+                404, "NotFound", f'{key[0].plural} "{key[2]}" not found', name=key[2], kind=key[0].plural
+            )
         return self._objects[key].raw
 
     def _matcher(self, request: rendering.Request) -> Any:
@@ -342,13 +379,21 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         queue: asyncio.Queue[Obj] = asyncio.Queue()
         async with self._lock:
             if since and since < self._floor.get(resource, 0):
-                gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                        "reason": "Expired", "message": f"too old resource version: {since}"}
+                gone = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "code": 410,
+                    "reason": "Expired",
+                    "message": f"too old resource version: {since}",
+                }
                 backlog = [{"type": "ERROR", "object": gone}]
             elif since:
                 backlog = [msg for rev, msg in self._history[resource] if rev > since]
             else:
-                backlog = [{"type": "ADDED", "object": o} for k, o in self._live().items() if k[0] == resource]
+                backlog = [
+                    {"type": "ADDED", "object": o} for k, o in self._live().items() if k[0] == resource
+                ]
             self._watchers[resource].add(queue)
         try:
             for message in backlog:

@@ -20,11 +20,13 @@ from vlmop.operator.localapi.cluster import LocalCluster
 G, V, NS = "vlmop.io", "v1alpha1", "default"
 
 
-def http(cluster: LocalCluster, method: str, path: str, body: Any = None,
-         content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+def http(
+    cluster: LocalCluster, method: str, path: str, body: Any = None, content_type: str = "application/json"
+) -> tuple[int, dict[str, Any]]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(cluster.server.url + path, data=data, method=method,
-                                     headers={"Content-Type": content_type})
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        cluster.server.url + path, data=data, method=method, headers={"Content-Type": content_type}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
             return response.status, json.loads(response.read())
@@ -33,15 +35,25 @@ def http(cluster: LocalCluster, method: str, path: str, body: Any = None,
 
 
 def job(name: str, **labels: str) -> dict[str, Any]:
-    return {"apiVersion": f"{G}/{V}", "kind": "PretrainJob", "metadata": {"name": name, "labels": labels},
-            "spec": {"model": {"preset": "tiny"}, "data": {"path": "/d"}, "topology": {"image": "img"}}}
+    return {
+        "apiVersion": f"{G}/{V}",
+        "kind": "PretrainJob",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"model": {"preset": "tiny"}, "data": {"path": "/d"}, "topology": {"image": "img"}},
+    }
 
 
 def configmap(name: str, owner: dict[str, Any] | None = None, **labels: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": labels}
     if owner:
-        meta["ownerReferences"] = [{"apiVersion": f"{G}/{V}", "kind": owner["kind"],
-                                    "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": f"{G}/{V}",
+                "kind": owner["kind"],
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
     return {"metadata": meta, "data": {"k": "v"}}
 
 
@@ -56,8 +68,10 @@ def test_create_answers_201_with_server_fields(apiserver: LocalCluster) -> None:
 
 
 def test_generate_name(apiserver: LocalCluster) -> None:
-    made = [apiserver.core.create_namespaced_config_map(NS, {"metadata": {"generateName": "gen-"}})
-            for _ in range(3)]
+    made = [
+        apiserver.core.create_namespaced_config_map(NS, {"metadata": {"generateName": "gen-"}})
+        for _ in range(3)
+    ]
     names = {m.metadata.name for m in made}
     assert len(names) == 3 and all(n.startswith("gen-") and len(n) == 9 for n in names)
 
@@ -65,31 +79,37 @@ def test_generate_name(apiserver: LocalCluster) -> None:
 def test_generation_moves_with_spec_not_metadata_or_status(apiserver: LocalCluster) -> None:
     custom = apiserver.custom
     created = custom.create_namespaced_custom_object(G, V, NS, "pretrainjobs", job("gen"))
-    labelled = custom.patch_namespaced_custom_object(G, V, NS, "pretrainjobs", "gen",
-                                                     {"metadata": {"labels": {"a": "b"}}})
+    labelled = custom.patch_namespaced_custom_object(
+        G, V, NS, "pretrainjobs", "gen", {"metadata": {"labels": {"a": "b"}}}
+    )
     assert labelled["metadata"]["generation"] == 1
     assert int(labelled["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
-    changed = custom.patch_namespaced_custom_object(G, V, NS, "pretrainjobs", "gen",
-                                                    {"spec": {"topology": {"nodes": 4}}})
+    changed = custom.patch_namespaced_custom_object(
+        G, V, NS, "pretrainjobs", "gen", {"spec": {"topology": {"nodes": 4}}}
+    )
     assert changed["metadata"]["generation"] == 2
-    noop = custom.patch_namespaced_custom_object(G, V, NS, "pretrainjobs", "gen",
-                                                 {"spec": {"topology": {"nodes": 4}}})
+    noop = custom.patch_namespaced_custom_object(
+        G, V, NS, "pretrainjobs", "gen", {"spec": {"topology": {"nodes": 4}}}
+    )
     assert noop["metadata"]["resourceVersion"] == changed["metadata"]["resourceVersion"]
 
 
 def test_status_subresource_separates_spec_and_status(apiserver: LocalCluster) -> None:
     custom = apiserver.custom
     custom.create_namespaced_custom_object(G, V, NS, "pretrainjobs", job("sub"))
-    main = custom.patch_namespaced_custom_object(G, V, NS, "pretrainjobs", "sub",
-                                                 {"status": {"phase": "Running"}})
+    main = custom.patch_namespaced_custom_object(
+        G, V, NS, "pretrainjobs", "sub", {"status": {"phase": "Running"}}
+    )
     assert "status" not in main
     status = custom.patch_namespaced_custom_object_status(
-        G, V, NS, "pretrainjobs", "sub", {"status": {"phase": "Running"}, "spec": {"topology": {"nodes": 9}}})
+        G, V, NS, "pretrainjobs", "sub", {"status": {"phase": "Running"}, "spec": {"topology": {"nodes": 9}}}
+    )
     assert status["status"]["phase"] == "Running" and status["spec"]["topology"]["nodes"] == 1
     assert status["metadata"]["generation"] == 1
     with pytest.raises(ApiException) as error:
-        custom.patch_namespaced_custom_object_status(G, V, NS, "pretrainjobs", "sub",
-                                                     {"status": {"phase": "Bogus"}})
+        custom.patch_namespaced_custom_object_status(
+            G, V, NS, "pretrainjobs", "sub", {"status": {"phase": "Bogus"}}
+        )
     assert error.value.status == 422 and "status.phase" in error.value.body
 
 
@@ -145,9 +165,16 @@ def test_watch_resumes_from_a_resource_version(apiserver: LocalCluster) -> None:
     core.create_namespaced_config_map(NS, configmap("w-1", tier="watch"))
     core.create_namespaced_config_map(NS, configmap("w-other", tier="other"))
     core.delete_namespaced_config_map("w-1", NS)
-    events = [(e["type"], e["object"].metadata.name) for e in kubernetes.watch.Watch().stream(
-        core.list_namespaced_config_map, NS, label_selector="tier=watch", resource_version=since,
-        timeout_seconds=1)]
+    events = [
+        (e["type"], e["object"].metadata.name)
+        for e in kubernetes.watch.Watch().stream(
+            core.list_namespaced_config_map,
+            NS,
+            label_selector="tier=watch",
+            resource_version=since,
+            timeout_seconds=1,
+        )
+    ]
     assert events == [("ADDED", "w-1"), ("DELETED", "w-1")]
 
 
@@ -155,8 +182,9 @@ def test_watch_streams_live_events(apiserver: LocalCluster) -> None:
     core, seen = apiserver.core, []
 
     def watch() -> None:
-        for event in kubernetes.watch.Watch().stream(core.list_namespaced_config_map, NS,
-                                                     label_selector="tier=live", timeout_seconds=3):
+        for event in kubernetes.watch.Watch().stream(
+            core.list_namespaced_config_map, NS, label_selector="tier=live", timeout_seconds=3
+        ):
             seen.append((event["type"], event["object"].metadata.name))
 
     thread = threading.Thread(target=watch)
@@ -182,8 +210,9 @@ def test_garbage_collection_follows_owner_references(apiserver: LocalCluster) ->
 
     orphaning = custom.create_namespaced_custom_object(G, V, NS, "pretrainjobs", job("orphaning"))
     core.create_namespaced_config_map(NS, configmap("orphan", orphaning))
-    custom.delete_namespaced_custom_object(G, V, NS, "pretrainjobs", "orphaning",
-                                           body={"propagationPolicy": "Orphan"})
+    custom.delete_namespaced_custom_object(
+        G, V, NS, "pretrainjobs", "orphaning", body={"propagationPolicy": "Orphan"}
+    )
     orphan = core.read_namespaced_config_map("orphan", NS)
     assert not orphan.metadata.owner_references
 

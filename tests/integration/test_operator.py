@@ -43,7 +43,11 @@ def test_valid_cr_gets_observed_generation_and_conditions(
     obj = cluster.wait_observed(kind_of(doc), doc["metadata"]["name"])
     ready = conditions(obj)["Ready"]
     assert obj["status"]["phase"] == "Pending"
-    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "AwaitingController", 1)
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "False",
+        "AwaitingController",
+        1,
+    )
     assert ready["lastTransitionTime"].endswith("Z")
     assert conditions(obj)["Failed"]["status"] == "False"
 
@@ -54,8 +58,9 @@ def test_spec_update_is_observed_and_status_left_alone_otherwise(
     doc = renamed(examples["pretrainjob"], "update-me")
     cluster.apply(doc)
     first = cluster.wait_observed(PRETRAINJOB, "update-me")
-    cluster.custom.patch_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "update-me",
-                                                  {"spec": {"topology": {"nodes": 4}}})
+    cluster.custom.patch_namespaced_custom_object(
+        G, V, NS, PRETRAINJOB.plural, "update-me", {"spec": {"topology": {"nodes": 4}}}
+    )
     second = cluster.wait_observed(PRETRAINJOB, "update-me")
     assert second["metadata"]["generation"] == 2 and second["status"]["observedGeneration"] == 2
     ready_before, ready_after = conditions(first)["Ready"], conditions(second)["Ready"]
@@ -71,7 +76,9 @@ def test_invalid_cr_is_rejected_at_admission_naming_the_field(
     with pytest.raises(ApiException) as error:
         cluster.apply(doc)
     assert error.value.status == 422
-    assert "spec.vision.minReplicas: Invalid value: minReplicas must not exceed maxReplicas" in error.value.body
+    assert (
+        "spec.vision.minReplicas: Invalid value: minReplicas must not exceed maxReplicas" in error.value.body
+    )
 
 
 def test_what_only_the_operator_detects_fails_the_cr_not_the_operator(
@@ -88,28 +95,45 @@ def test_what_only_the_operator_detects_fails_the_cr_not_the_operator(
     assert (obj["status"]["phase"], failed["status"], failed["reason"]) == ("Failed", "True", "InvalidSpec")
     assert "spec.topology.nodes" in failed["message"]
     events = cluster.core.list_namespaced_event(NS).items
-    assert any(e.reason == "InvalidSpec" and e.involved_object.name == "legacy" and e.type == "Warning"
-               for e in events)
+    assert any(
+        e.reason == "InvalidSpec" and e.involved_object.name == "legacy" and e.type == "Warning"
+        for e in events
+    )
     # The operator is still serving other objects.
     cluster.apply(renamed(examples["pretrainjob"], "after-legacy"))
     cluster.wait_observed(PRETRAINJOB, "after-legacy")
     assert cluster.operator is not None and cluster.operator.poll() is None
 
 
-def test_deleting_a_cr_deletes_its_children(cluster: LocalCluster, examples: dict[str, dict[str, Any]]) -> None:
+def test_deleting_a_cr_deletes_its_children(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]]
+) -> None:
     owner = cluster.apply(renamed(examples["pretrainjob"], "parent"))
-    ref = {"apiVersion": f"{G}/{V}", "kind": "PretrainJob", "name": "parent",
-           "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-    labels = {"app.kubernetes.io/managed-by": "vlmop", "vlmop.io/owner-kind": "PretrainJob",
-              "vlmop.io/owner-name": "parent"}
+    ref = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "PretrainJob",
+        "name": "parent",
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    labels = {
+        "app.kubernetes.io/managed-by": "vlmop",
+        "vlmop.io/owner-kind": "PretrainJob",
+        "vlmop.io/owner-name": "parent",
+    }
     for name in ("parent-ds-config", "parent-hostfile"):
         cluster.core.create_namespaced_config_map(
-            NS, {"metadata": {"name": name, "labels": labels, "ownerReferences": [ref]}})
+            NS, {"metadata": {"name": name, "labels": labels, "ownerReferences": [ref]}}
+        )
     cluster.wait_observed(PRETRAINJOB, "parent")
     cluster.custom.delete_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "parent")
     selector = "vlmop.io/owner-name=parent"
-    cluster.wait(lambda: not cluster.core.list_namespaced_config_map(NS, label_selector=selector).items,
-                 10, "the children to be garbage-collected")
+    cluster.wait(
+        lambda: not cluster.core.list_namespaced_config_map(NS, label_selector=selector).items,
+        10,
+        "the children to be garbage-collected",
+    )
     with pytest.raises(ApiException):
         cluster.get(PRETRAINJOB, "parent")  # no finalizer holds the CR: nothing to clean up yet
 
@@ -117,9 +141,9 @@ def test_deleting_a_cr_deletes_its_children(cluster: LocalCluster, examples: dic
 def test_liveness_and_metrics_endpoints(cluster: LocalCluster, examples: dict[str, dict[str, Any]]) -> None:
     cluster.apply(renamed(examples["cascaderljob"], "metered"))
     cluster.wait_observed(KINDS[1], "metered")
-    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.liveness_port}/healthz", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.liveness_port}/healthz", timeout=5) as r:
         assert r.status == 200 and isinstance(json.loads(r.read()), dict)
-    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as r:
         text = r.read().decode()
     assert 'vlmop_reconcile_total{kind="CascadeRLJob",result="success"}' in text
     assert 'vlmop_reconcile_duration_seconds_count{kind="CascadeRLJob"}' in text

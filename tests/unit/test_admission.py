@@ -45,21 +45,51 @@ INVALID = [
     ("PretrainJob", "spec.optimization.learningRate", 0, "spec.optimization.learningRate", "greater than 0"),
     ("PretrainJob", "spec.data", {"format": "text"}, "spec.data", "data.path or data.claimName"),
     ("CascadeRLJob", "spec.stages.1.rollout", DELETE, "spec.stages[1].rollout", "needs rollout"),
-    ("CascadeRLJob", "spec.stages.1.rewards.routes.0.verifier", "nope", "spec.stages[1].rewards.routes",
-     "declared verifier"),
-    ("CascadeRLJob", "spec.stages.1.promptFilter", {"minAccuracy": 0.9, "maxAccuracy": 0.1},
-     "spec.stages[1].promptFilter", "minAccuracy must not exceed maxAccuracy"),
+    (
+        "CascadeRLJob",
+        "spec.stages.1.rewards.routes.0.verifier",
+        "nope",
+        "spec.stages[1].rewards.routes",
+        "declared verifier",
+    ),
+    (
+        "CascadeRLJob",
+        "spec.stages.1.promptFilter",
+        {"minAccuracy": 0.9, "maxAccuracy": 0.1},
+        "spec.stages[1].promptFilter",
+        "minAccuracy must not exceed maxAccuracy",
+    ),
     ("CascadeRLJob", "spec.stages.0.kind", "ppo", "spec.stages[0].kind", "supported values"),
-    ("CascadeRLJob", "spec.stages.1.gspo.miniBatchPrompts", 1000, "spec.stages[1].gspo.miniBatchPrompts",
-     "must not exceed promptsPerStep"),
+    (
+        "CascadeRLJob",
+        "spec.stages.1.gspo.miniBatchPrompts",
+        1000,
+        "spec.stages[1].gspo.miniBatchPrompts",
+        "must not exceed promptsPerStep",
+    ),
     ("CascadeRLJob", "spec.stages", [], "spec.stages", "at least this many items: 1"),
     ("DvDDeployment", "spec.vision.minReplicas", 9, "spec.vision.minReplicas", "must not exceed maxReplicas"),
-    ("DvDDeployment", "spec.language.tensorParallel", 4, "spec.language.gpusPerReplica",
-     "gpusPerReplica must cover tensorParallel"),
-    ("DvDDeployment", "spec.autoscaling.prometheusUrl", DELETE, "spec.autoscaling.prometheusUrl",
-     "prometheusUrl is required"),
-    ("DvDDeployment", "spec.gateway.authSecretRef", {"name": "s"}, "spec.gateway.authSecretRef.key",
-     "Required value"),
+    (
+        "DvDDeployment",
+        "spec.language.tensorParallel",
+        4,
+        "spec.language.gpusPerReplica",
+        "gpusPerReplica must cover tensorParallel",
+    ),
+    (
+        "DvDDeployment",
+        "spec.autoscaling.prometheusUrl",
+        DELETE,
+        "spec.autoscaling.prometheusUrl",
+        "prometheusUrl is required",
+    ),
+    (
+        "DvDDeployment",
+        "spec.gateway.authSecretRef",
+        {"name": "s"},
+        "spec.gateway.authSecretRef.key",
+        "Required value",
+    ),
 ]
 
 
@@ -70,10 +100,12 @@ def test_examples_are_admitted_and_parse(info: KindInfo, examples: dict[str, dic
     assert spec_errors(info, doc["spec"]) is None
 
 
-@pytest.mark.parametrize(("kind", "path", "value", "field", "words"), INVALID,
-                         ids=[f"{c[0]}:{c[1]}" for c in INVALID])
-def test_invalid_specs_name_the_field(kind: str, path: str, value: Any, field: str, words: str,
-                                      examples: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "path", "value", "field", "words"), INVALID, ids=[f"{c[0]}:{c[1]}" for c in INVALID]
+)
+def test_invalid_specs_name_the_field(
+    kind: str, path: str, value: Any, field: str, words: str, examples: dict[str, dict[str, Any]]
+) -> None:
     doc = with_change(examples[EXAMPLE_OF[kind]], path, value)
     causes = SCHEMAS[kind].admit(doc)
     assert any(c["field"] == field and words in c["message"] for c in causes), causes
@@ -84,9 +116,14 @@ def test_defaults_fill_nested_objects_and_unknown_fields_are_pruned(examples: di
     doc["spec"].pop("deepspeed")
     assert SCHEMAS["PretrainJob"].admit(doc) == []
     assert "typo" not in doc["spec"]
-    assert doc["spec"]["deepspeed"] == {"zeroStage": 2, "precision": "bf16", "offloadOptimizer": False,
-                                        "offloadParams": False, "microBatchSize": 1,
-                                        "gradientAccumulationSteps": 1}
+    assert doc["spec"]["deepspeed"] == {
+        "zeroStage": 2,
+        "precision": "bf16",
+        "offloadOptimizer": False,
+        "offloadParams": False,
+        "microBatchSize": 1,
+        "gradientAccumulationSteps": 1,
+    }
     assert doc["spec"]["runPolicy"]["backoffLimit"] == 3
 
 
@@ -105,8 +142,10 @@ def test_status_only_checks_status(examples: dict[str, Any]) -> None:
 
 
 def test_operator_side_parse_names_the_field() -> None:
-    errors = spec_errors(PRETRAINJOB, {"model": {"preset": "tiny"}, "data": {"path": "/d"},
-                                       "topology": {"image": "i", "nodes": "many"}})
+    errors = spec_errors(
+        PRETRAINJOB,
+        {"model": {"preset": "tiny"}, "data": {"path": "/d"}, "topology": {"image": "i", "nodes": "many"}},
+    )
     assert errors is not None and "spec.topology.nodes" in errors
     assert spec_errors(DVDDEPLOYMENT, {}) is not None
     assert spec_errors(CASCADERLJOB, {"model": {"preset": "tiny"}}) is not None

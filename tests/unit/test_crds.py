@@ -37,7 +37,11 @@ def test_crd_names_columns_and_subresources(info: KindInfo) -> None:
     crd = crdgen.crd(info)
     names, version = crd["spec"]["names"], crd["spec"]["versions"][0]
     assert crd["metadata"]["name"] == f"{info.plural}.vlmop.io"
-    assert (names["kind"], names["shortNames"], names["categories"]) == (info.kind, [info.short_name], ["vlmop"])
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        info.kind,
+        [info.short_name],
+        ["vlmop"],
+    )
     assert crd["spec"]["scope"] == "Namespaced"
     assert version["subresources"] == {"status": {}}
     columns = [c["jsonPath"] for c in version["additionalPrinterColumns"]]
@@ -71,9 +75,16 @@ def test_defaults_follow_the_cascade_rl_spec() -> None:
     schema = crdgen.kind_schema(KINDS[1])["properties"]["spec"]["properties"]["stages"]["items"]
     mpo, gspo = schema["properties"]["mpo"]["properties"], schema["properties"]["gspo"]["properties"]
     assert [mpo[k]["default"] for k in ("beta", "preferenceWeight", "qualityWeight", "generationWeight")] == [
-        0.1, 0.8, 0.2, 1.0]
+        0.1,
+        0.8,
+        0.2,
+        1.0,
+    ]
     assert (gspo["clipLow"]["default"], gspo["clipHigh"]["default"], gspo["lossMode"]["default"]) == (
-        3e-4, 4e-4, "gspo")
+        3e-4,
+        4e-4,
+        "gspo",
+    )
 
 
 def test_committed_files_parse_as_crds() -> None:

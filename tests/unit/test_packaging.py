@@ -13,14 +13,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_package_folder_is_listed() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {f"vlmop.{p.parent.relative_to(ROOT)}".replace("/", ".")
-               for top in config["package-dir"].values() for p in (ROOT / top).rglob("__init__.py")}
+    folders = {
+        f"vlmop.{p.parent.relative_to(ROOT)}".replace("/", ".")
+        for top in config["package-dir"].values()
+        for p in (ROOT / top).rglob("__init__.py")
+    }
     assert folders == set(config["packages"])
 
 
 def test_python_m_operator_help() -> None:
-    result = subprocess.run([sys.executable, "-m", "vlmop.operator", "--help"],
-                            capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "vlmop.operator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "--standalone" in result.stdout and "--liveness" in result.stdout
 
 

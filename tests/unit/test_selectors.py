@@ -9,20 +9,23 @@ from vlmop.operator.localapi.selectors import SelectorError, field_selector, lab
 OBJ = {"metadata": {"name": "w-0", "namespace": "ml", "labels": {"app": "trainer", "rank": "0"}}}
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("", True),
-    ("app=trainer", True),
-    ("app==trainer,rank=0", True),
-    ("app=trainer,rank=1", False),
-    ("app!=trainer", False),
-    ("app", True),
-    ("!app", False),
-    ("!missing", True),
-    ("rank in (0, 1)", True),
-    ("rank notin (0,1)", False),
-    ("app in (vision)", False),
-    ("vlmop.io/owner-kind=PretrainJob", False),
-])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("", True),
+        ("app=trainer", True),
+        ("app==trainer,rank=0", True),
+        ("app=trainer,rank=1", False),
+        ("app!=trainer", False),
+        ("app", True),
+        ("!app", False),
+        ("!missing", True),
+        ("rank in (0, 1)", True),
+        ("rank notin (0,1)", False),
+        ("app in (vision)", False),
+        ("vlmop.io/owner-kind=PretrainJob", False),
+    ],
+)
 def test_label_selector(selector: str, expected: bool) -> None:
     assert label_selector(selector)(OBJ) is expected
 

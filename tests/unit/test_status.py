@@ -12,14 +12,21 @@ def test_transition_time_moves_only_when_status_flips() -> None:
     same = status.merge_conditions(first, [status.condition("Ready", False, "StillWaiting", "m")], 2, "T2")
     flipped = status.merge_conditions(same, [status.condition("Ready", True, "Done")], 3, "T3")
     assert first[0]["lastTransitionTime"] == "T1"
-    assert same[0] == {"type": "Ready", "status": "False", "reason": "StillWaiting", "message": "m",
-                       "lastTransitionTime": "T1", "observedGeneration": 2}
+    assert same[0] == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "StillWaiting",
+        "message": "m",
+        "lastTransitionTime": "T1",
+        "observedGeneration": 2,
+    }
     assert flipped[0]["lastTransitionTime"] == "T3" and flipped[0]["status"] == "True"
 
 
 def test_conditions_not_mentioned_are_kept() -> None:
-    both = status.merge_conditions([], [status.condition("Ready", True, "A"),
-                                        status.condition("Progressing", None, "B")], 1, "T")
+    both = status.merge_conditions(
+        [], [status.condition("Ready", True, "A"), status.condition("Progressing", None, "B")], 1, "T"
+    )
     after = status.merge_conditions(both, [status.condition("Ready", False, "C")], 1, "U")
     assert [(c["type"], c["status"]) for c in after] == [("Ready", "False"), ("Progressing", "Unknown")]
 
@@ -41,4 +48,8 @@ def test_invalid_spec_fails_with_reason() -> None:
     result = desired_status(PRETRAINJOB, {"metadata": {"generation": 1}}, "spec.x: bad", "T")
     failed = next(c for c in result["conditions"] if c["type"] == "Failed")
     assert (result["phase"], failed["status"], failed["reason"], failed["message"]) == (
-        "Failed", "True", "InvalidSpec", "spec.x: bad")
+        "Failed",
+        "True",
+        "InvalidSpec",
+        "spec.x: bad",
+    )
