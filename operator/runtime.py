@@ -33,8 +33,8 @@ def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"  # only added by on.delete handlers: none yet
-    # HA: replicas elect through KopfPeering; a missing peering object is an error, not a silent
-    # second active operator. --standalone turns peering off (one replica, local runs, tests).
+    # HA: replicas elect through KopfPeering. Peering is mandatory unless --standalone: without the
+    # peering resource kopf stays paused instead of running as a second active replica.
     settings.peering.name = options.peering_name
     settings.peering.priority = options.priority
     settings.peering.standalone = options.standalone

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import urllib.request
 from typing import Any
 
@@ -150,14 +149,32 @@ def test_liveness_and_metrics_endpoints(cluster: LocalCluster, examples: dict[st
     assert 'vlmop_status_writes_total{kind="CascadeRLJob"}' in text
 
 
+def metric(cluster: LocalCluster, name: str, **labels: str) -> float:
+    """One sample from the operator's /metrics (0 when the series does not exist yet)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{selector}}} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def test_restart_resumes_without_rewriting_status(
     cluster: LocalCluster, examples: dict[str, dict[str, Any]]
 ) -> None:
     cluster.apply(renamed(examples["dvddeployment"], "survivor"))
     before = cluster.wait_observed(KINDS[2], "survivor")
+    existing = len(cluster.custom.list_namespaced_custom_object(G, V, NS, KINDS[2].plural)["items"])
     cluster.stop_operator()
-    cluster.start_operator()
-    time.sleep(2)  # let the resumed operator handle every object once
+    cluster.start_operator()  # a fresh process: its metrics start at zero
+    kind = {"kind": "DvDDeployment"}
+    cluster.wait(
+        lambda: metric(cluster, "vlmop_reconcile_total", **kind, result="success") >= existing,
+        30,
+        "the resumed operator to reconcile every DvDDeployment",
+    )
+    assert metric(cluster, "vlmop_status_writes_total", **kind) == 0  # nothing changed, nothing written
     after = cluster.get(KINDS[2], "survivor")
     assert after["status"] == before["status"]
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
