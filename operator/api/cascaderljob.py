@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 from vlmop.operator.api.common import (
     ApiModel,
     BaseStatus,
+    JobPhase,
     KindInfo,
     Placement,
     Resources,
@@ -221,7 +222,7 @@ class StageStatus(ApiModel):
 
 
 class CascadeRLJobStatus(BaseStatus):
-    phase: Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"] | None = Field(
+    phase: JobPhase | None = Field(
         None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
     )
     current_stage: str | None = Field(None, description="Name of the running stage.")

@@ -127,6 +127,7 @@ class Scheduling(ApiModel):
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+JobPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 
 
 class Condition(ApiModel):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from vlmop.operator.api.common import BaseStatus, KindInfo, RunPolicy, Scheduling, sub
+from vlmop.operator.api.common import BaseStatus, JobPhase, KindInfo, RunPolicy, Scheduling, sub
 from vlmop.operator.api.training import DataSource, ModelSource, Optimization, TrainerSpec
 
 
@@ -20,7 +18,7 @@ class PretrainJobSpec(TrainerSpec):
 
 
 class PretrainJobStatus(BaseStatus):
-    phase: Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"] | None = Field(
+    phase: JobPhase | None = Field(
         None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
     )
     restarts: int = Field(0, description="Whole-group restarts so far (counted against backoffLimit).")
