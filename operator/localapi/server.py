@@ -7,8 +7,9 @@ resourceVersion (410 Gone once it has left the history), CRDs registering their 
 created, admission of custom objects against the CRD schema (prune, default, validate, CEL), finalizers,
 and ownerReference garbage collection (background and orphan propagation).
 
-What it still cannot prove, so e2e/ on a real cluster does: strategic-merge patches (merged as JSON
-merge patches), server-side apply field ownership, admission webhooks, RBAC, quota, and any
+Server-side apply creates missing objects and merges into existing ones. What it still cannot prove,
+so e2e/ on a real cluster does: strategic-merge patches (merged as JSON merge patches), server-side
+apply field ownership (managedFields, conflicts), deletecollection, admission webhooks, RBAC, quota, and any
 controller (no Job, Deployment or Pod ever runs: tests set pod phases themselves).
 """
 
@@ -94,6 +95,8 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             body = request.data if isinstance(request.data, dict) else {}
             policy = body.get("propagationPolicy") or request.params.get("propagationPolicy", "Background")
             return rendering.Response(status=200, payload=self._delete(key, policy))
+        if self._is_apply(request) and (key not in self._objects or self._objects[key].deleted):
+            return rendering.Response(status=201, payload=self._create(resource, request))
         current = self._get(key)
         if request.method.value == "PUT":
             if not isinstance(request.data, dict):
@@ -105,6 +108,13 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             except Exception as e:  # malformed patches are the client's fault, as in kube-apiserver
                 raise _error(400, "BadRequest", f"the patch could not be applied: {e}") from e
         return rendering.Response(status=200, payload=self._update(key, current, new, request))
+
+    @staticmethod
+    def _is_apply(request: rendering.Request) -> bool:
+        """Server-side apply: a PATCH that creates the object when it is missing. Field ownership
+        (managedFields, conflicts, removal of fields a manager dropped) is not emulated."""
+        content_type = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+        return request.method.value == "PATCH" and content_type.startswith("application/apply-patch")
 
     def _known(self, request: rendering.Request) -> references.resource:
         if request.resource is not None and request.resource in self.resources:
@@ -121,6 +131,9 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             raise _error(400, "BadRequest", "the body must be a JSON object")
         obj = copy.deepcopy(request.data)
         meta = obj.setdefault("metadata", {})
+        # Server-side apply names the object in the URL.
+        if request.name and meta.setdefault("name", request.name) != request.name:
+            raise _error(400, "BadRequest", "the name of the object does not match the URL")
         namespace = request.namespace or meta.get("namespace")
         if self._namespaced(resource):
             if request.namespace and meta.get("namespace", request.namespace) != request.namespace:

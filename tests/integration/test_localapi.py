@@ -217,6 +217,19 @@ def test_garbage_collection_follows_owner_references(apiserver: LocalCluster) ->
     assert not orphan.metadata.owner_references
 
 
+def test_server_side_apply_creates_then_merges(apiserver: LocalCluster) -> None:
+    core, apply = apiserver.core, {"field_manager": "vlmop", "_content_type": "application/apply-patch+yaml"}
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}
+    created = core.patch_namespaced_config_map("applied", NS, body, **apply)
+    assert created.metadata.uid and created.data == {"a": "1"}
+    body["data"] = {"a": "2", "b": "3"}
+    merged = core.patch_namespaced_config_map("applied", NS, body, **apply)
+    assert merged.metadata.uid == created.metadata.uid and merged.data == {"a": "2", "b": "3"}
+    with pytest.raises(ApiException) as error:  # a plain merge patch never creates
+        core.patch_namespaced_config_map("not-there", NS, {"data": {"a": "1"}})
+    assert error.value.status == 404
+
+
 def test_finalizers_hold_deletion_until_removed(apiserver: LocalCluster) -> None:
     core = apiserver.core
     core.create_namespaced_config_map(NS, {"metadata": {"name": "fin", "finalizers": ["vlmop.io/test"]}})
