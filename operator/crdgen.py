@@ -36,8 +36,6 @@ def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
             node = {**structural(options[0], defs), **node}
         else:
             raise ValueError(f"cannot express anyOf {options} in a structural schema")
-        if node.get("default", 0) is None:
-            del node["default"]
     if "const" in node:
         node["enum"] = [node.pop("const")]
     for bound, name in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
@@ -54,7 +52,7 @@ def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
             node["additionalProperties"] = structural(extra, defs)
     if "items" in node:
         node["items"] = structural(node["items"], defs)
-    if node.get("default", 0) is None:
+    if "default" in node and node["default"] is None:  # Optional fields: absent, not null
         del node["default"]
     return node
 
