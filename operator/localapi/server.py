@@ -72,7 +72,8 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             async with self._lock:
                 self._answers[request.id] = self._write(request)
         try:
-            # Skip KubernetesEmulator._handle (its own, simpler writes); user reactions still come first.
+            # Skip KubernetesEmulator._handle (its own, simpler writes). User reactions still answer
+            # first, but after the write: a reaction injecting a 500 does not undo the change.
             return await apps.RawHandler._handle(self, request)
         finally:
             self._answers.pop(request.id, None)
