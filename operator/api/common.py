@@ -57,14 +57,33 @@ class Toleration(ApiModel):
     )
 
 
-class EnvVar(ApiModel):
-    name: str = Field(description="Variable name.", min_length=1)
-    value: str = Field("", description="Literal value. Secrets are referenced, never inlined.")
-
-
 class SecretKeyRef(ApiModel):
     name: str = Field(description="Name of a Secret in the resource's namespace.", min_length=1)
     key: str = Field(description="Key inside the Secret.", min_length=1)
+
+
+class EnvVar(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.value) && has(self.secretKeyRef))",
+                    "set value or secretKeyRef, not both",
+                )
+            ]
+        }
+    )
+
+    name: str = Field(description="Variable name.", min_length=1)
+    value: str | None = Field(None, description="Literal value (never a secret: use secretKeyRef).")
+    secret_key_ref: SecretKeyRef | None = Field(None, description="Take the value from a Secret key.")
+
+
+class Volume(ApiModel):
+    name: str = Field(description="Volume name, unique in the pod.", min_length=1, max_length=63)
+    claim_name: str = Field(description="PersistentVolumeClaim to mount.", min_length=1)
+    mount_path: str = Field(description="Where the claim appears in the containers.", pattern="^/")
+    read_only: bool = Field(False, description="Mount read-only.")
 
 
 class Placement(ApiModel):
@@ -81,6 +100,11 @@ class Placement(ApiModel):
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        description="Extra PersistentVolumeClaims mounted into every pod of the group.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     service_account_name: str | None = Field(
         None, description="ServiceAccount of the pods; the namespace default when empty."
     )

@@ -83,6 +83,12 @@ class DeepSpeed(ApiModel):
 class Topology(Placement):
     nodes: int = Field(1, ge=1, le=4096, description="Worker pods (one per node), NNODES of torchrun.")
     gpus_per_node: int = Field(8, ge=0, le=64, description="GPUs per pod, torchrun's nproc_per_node.")
+    command: list[str] = Field(
+        default_factory=list,
+        description="Script or module torchrun starts on every worker (e.g. a torchx AppDef's "
+        "entrypoint); empty runs the vlmop trainer of the kind.",
+    )
+    args: list[str] = Field(default_factory=list, description="Arguments appended to the command.")
 
 
 class Checkpointing(ApiModel):

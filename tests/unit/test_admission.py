@@ -44,6 +44,20 @@ INVALID = [
     ("PretrainJob", "spec.scheduling.gang", "kueue", "spec.scheduling.queueName", "queueName is required"),
     ("PretrainJob", "spec.optimization.learningRate", 0, "spec.optimization.learningRate", "greater than 0"),
     ("PretrainJob", "spec.data", {"format": "text"}, "spec.data", "data.path or data.claimName"),
+    (
+        "PretrainJob",
+        "spec.topology.env",
+        [{"name": "T", "value": "x", "secretKeyRef": {"name": "s", "key": "k"}}],
+        "spec.topology.env[0]",
+        "value or secretKeyRef, not both",
+    ),
+    (
+        "PretrainJob",
+        "spec.topology.volumes",
+        [{"name": "v", "claimName": "c", "mountPath": "rel"}],
+        "spec.topology.volumes[0].mountPath",
+        "does not match",
+    ),
     ("CascadeRLJob", "spec.stages.1.rollout", DELETE, "spec.stages[1].rollout", "needs rollout"),
     (
         "CascadeRLJob",
