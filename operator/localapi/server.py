@@ -58,12 +58,14 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         factory=lambda: collections.defaultdict(set), init=False
     )
     _answers: dict[int, rendering.Response] = attrs.field(factory=dict, init=False)
+    _builtin_reactions: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources.load_bundled()  # built-in kinds (pods, jobs, events, CRDs, ...) of a recent K3s
         for method in (kmock.method.PUT, kmock.method.DELETE):  # kmock 0.8 routes no PUT, no DELETE-all
             self.fallback[method] << self._serve_answer
+        self._builtin_reactions = len(self._payloads)
 
     # ---- routing -------------------------------------------------------------------------------
 
@@ -72,11 +74,26 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             async with self._lock:
                 self._answers[request.id] = self._write(request)
         try:
+            if request.resource is not None and request.resource.plural and not self._user_reactions():
+                return await rendering.Response(payload=self._serve(request))(request)
             # Skip KubernetesEmulator._handle (its own, simpler writes). User reactions still answer
             # first, but after the write: a reaction injecting a 500 does not undo the change.
             return await apps.RawHandler._handle(self, request)
         finally:
             self._answers.pop(request.id, None)
+
+    def _user_reactions(self) -> bool:
+        # kmock matches a request against each reaction by re-filtering its whole request log:
+        # O(requests) per request. Without reactions of the tests' own, serve resources directly.
+        return len(self._payloads) > self._builtin_reactions
+
+    def _serve(self, request: rendering.Request) -> Any:
+        readers = {
+            kmock.action.LIST: self._serve_list,
+            kmock.action.WATCH: self._serve_watch,
+            kmock.action.FETCH: self._serve_fetch,
+        }
+        return readers.get(request.action, self._serve_answer)(request)  # type: ignore[arg-type]
 
     async def _serve_answer(self, request: rendering.Request) -> rendering.Response:
         return self._answers[request.id]

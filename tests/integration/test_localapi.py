@@ -248,3 +248,25 @@ def test_discovery_serves_our_kinds(apiserver: LocalCluster) -> None:
     entry = next(r for r in resources["resources"] if r["name"] == PRETRAINJOB.plural)
     assert (entry["kind"], entry["shortNames"], entry["categories"]) == ("PretrainJob", ["ptj"], ["vlmop"])
     assert any(r["name"] == "pretrainjobs/status" for r in resources["resources"])
+
+
+def test_kmock_reactions_still_answer_first(apiserver: LocalCluster) -> None:
+    # Last in this module: once a test adds a reaction, every request takes kmock's slower matcher.
+    # kmock slices count over the whole request log, so the fault is scoped to an unused namespace.
+    import kmock
+
+    async def inject_one_503() -> None:
+        (
+            apiserver.server.api[
+                kmock.action.LIST, kmock.resource("v1/configmaps"), kmock.namespace("faulty")
+            ][:1]
+            << 503
+        )
+
+    apiserver.server.call(inject_one_503())
+    with pytest.raises(ApiException) as error:
+        apiserver.core.list_namespaced_config_map("faulty")
+    assert error.value.status == 503
+    apiserver.core.create_namespaced_config_map("faulty", configmap("after-fault"))
+    served = apiserver.core.list_namespaced_config_map("faulty").items  # the reaction is spent
+    assert [c.metadata.name for c in served] == ["after-fault"]
