@@ -119,10 +119,10 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         if request.method.value == "PUT":
             if not isinstance(request.data, dict):
                 raise _error(400, "BadRequest", "the body must be a JSON object")
-            new = copy.deepcopy(request.data)
+            new = request.data  # _update copies it
         else:
-            try:
-                new = dict(dicts.patch_dict(copy.deepcopy(current), request.data))
+            try:  # copy-on-write: leaves `current` untouched; _update copies the result
+                new = dict(dicts.patch_dict(current, request.data))
             except Exception as e:  # malformed patches are the client's fault, as in kube-apiserver
                 raise _error(400, "BadRequest", f"the patch could not be applied: {e}") from e
         return rendering.Response(status=200, payload=self._update(key, current, new, request))
@@ -256,8 +256,9 @@ class LocalAPIServer(kmock.KubernetesEmulator):
 
     def _collect_dependents(self, owner_uid: str, policy: str) -> None:
         """The garbage collector: dependents with no live owner left are deleted (or orphaned)."""
-        live = {o["metadata"]["uid"] for o in self._live().values()}
-        for key, obj in list(self._live().items()):
+        objects = self._live()
+        live = {o["metadata"]["uid"] for o in objects.values()}
+        for key, obj in objects.items():
             refs = obj["metadata"].get("ownerReferences") or []
             if not any(ref.get("uid") == owner_uid for ref in refs):
                 continue
@@ -282,7 +283,8 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         history = self._history[resource]
         if len(history) == history.maxlen:
             self._floor[resource] = history[0][0]
-        message = {"type": event, "object": copy.deepcopy(obj)}
+        # No copy: a stored version is never mutated (every write stores a fresh copy).
+        message = {"type": event, "object": obj}
         history.append((self._revision, message))
         for queue in self._watchers[resource]:
             queue.put_nowait(message)
