@@ -30,6 +30,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port (0 disables)")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--resync-seconds", type=float, default=10.0, help="how often running jobs are re-read"
+    )
 
 
 def run_operator(args: argparse.Namespace) -> None:
@@ -44,6 +47,7 @@ def run_operator(args: argparse.Namespace) -> None:
             liveness=args.liveness or None,
             metrics_port=args.metrics_port or None,
             verbose=args.verbose,
+            resync_seconds=args.resync_seconds,
         )
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from vlmop.operator.api import GROUP, KINDS, VERSION, KindInfo
+from vlmop.operator.api.common import cel
 
 Schema = dict[str, Any]
 _DROP = {"title", "$defs"}
@@ -68,6 +69,13 @@ def kind_schema(info: KindInfo) -> Schema:
         "type": "object",
         "description": info.description,
         "required": ["spec"],
+        "x-kubernetes-validations": [
+            cel(
+                f"size(self.metadata.name) <= {info.max_name_length}",
+                f"metadata.name may have at most {info.max_name_length} characters: children and pod "
+                "hostnames are named after it",
+            )
+        ],
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},

@@ -21,6 +21,9 @@ DURATION = prometheus_client.Histogram(
 STATUS_WRITES = prometheus_client.Counter(
     "vlmop_status_writes_total", "Status patches written (one per reconcile at most).", ["kind"]
 )
+CHILD_WRITES = prometheus_client.Counter(
+    "vlmop_child_writes_total", "Children created, replaced or deleted to converge an owner.", ["kind"]
+)
 
 
 @dataclass

@@ -52,16 +52,28 @@ def desired_status(info: KindInfo, body: Mapping[str, Any], errors: str | None, 
     return {**current, "observedGeneration": generation, "phase": phase, "conditions": conditions}
 
 
+def write_status(info: KindInfo, body: kopf.Body, patch: kopf.Patch, desired: Mapping[str, Any]) -> bool:
+    """Put the changed top-level status fields into kopf's one patch; False when nothing changed."""
+    changes = status.diff(dict(body.get("status") or {}), desired)
+    if changes:
+        patch.status.update(changes)
+        metrics.STATUS_WRITES.labels(info.kind).inc()
+    return bool(changes)
+
+
+def reject(info: KindInfo, body: kopf.Body, patch: kopf.Patch, errors: str, logger: Any) -> None:
+    """Failed/InvalidSpec with a Warning Event (once), never an exception loop."""
+    logger.warning("invalid spec: %s", errors)
+    was_failed = (body.get("status") or {}).get("phase") == "Failed"
+    if write_status(info, body, patch, desired_status(info, body, errors, status.now())) and not was_failed:
+        kopf.warn(body, reason=status.INVALID_SPEC, message=errors)
+
+
 def accept(info: KindInfo, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
     with metrics.reconciling(info.kind) as outcome:
         errors = spec_errors(info, body.get("spec") or {})
         if errors:
             outcome.result = "invalid"
-            logger.warning("invalid spec: %s", errors)
-        current = dict(body.get("status") or {})
-        changes = status.diff(current, desired_status(info, body, errors, status.now()))
-        if changes:
-            if errors and current.get("phase") != "Failed":
-                kopf.warn(body, reason=status.INVALID_SPEC, message=errors)
-            patch.status.update(changes)
-            metrics.STATUS_WRITES.labels(info.kind).inc()
+            reject(info, body, patch, errors, logger)
+        else:
+            write_status(info, body, patch, desired_status(info, body, None, status.now()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ class RunOptions:
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     metrics_port: int | None = 9090
     verbose: bool = False
+    resync_seconds: float = 10.0  # how often running jobs are re-read (pods, progress)
 
 
 def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
@@ -55,6 +57,7 @@ def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
 
 
 def run(options: RunOptions) -> None:
+    os.environ["VLMOP_RESYNC_SECONDS"] = str(options.resync_seconds)  # read when handlers register
     import vlmop.operator.handlers  # noqa: F401 - registers the handlers
 
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.PLAIN)

@@ -34,6 +34,6 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """The API server plus the real operator process (`python -m vlmop.operator`) against it."""
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as cluster:
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), ["--resync-seconds", "0.5"]) as cluster:
         cluster.start_operator()
         yield cluster

@@ -145,6 +145,11 @@ class Scheduling(ApiModel):
     )
     queue_name: str | None = Field(None, description="Volcano queue or Kueue LocalQueue name.")
     priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
+    scheduler_name: str | None = Field(
+        None,
+        description="schedulerName of the pods; empty picks volcano for gang volcano, "
+        "scheduler-plugins-scheduler for coscheduling, and the default scheduler otherwise.",
+    )
     schedule_timeout_seconds: int = Field(
         300, ge=1, description="How long a gang may wait for all of its pods to be placed."
     )
@@ -195,6 +200,8 @@ class KindInfo(BaseModel):
     description: str
     spec: type[ApiModel]
     status: type[BaseStatus]
+    # Children are named <name>-<suffix>, and pod hostnames must fit in a 63-character DNS label.
+    max_name_length: int = 40
     printer_columns: tuple[tuple[str, str, str], ...] = (
         ("Phase", "string", ".status.phase"),
         ("Progress", "string", ".status.progress"),

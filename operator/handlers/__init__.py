@@ -1,5 +1,5 @@
 """One thin kopf handler module per kind; importing this package registers them all."""
 
-from vlmop.operator.handlers import cascaderljob, dvddeployment, pretrainjob
+from vlmop.operator.handlers import cascaderljob, children, dvddeployment, pretrainjob
 
-__all__ = ["cascaderljob", "dvddeployment", "pretrainjob"]
+__all__ = ["cascaderljob", "children", "dvddeployment", "pretrainjob"]

@@ -1,16 +1,84 @@
-"""PRETRAINJOB handlers: thin — read the object, reconcile, write status."""
+"""PretrainJob handlers: thin — read the object and the indexes, decide (lifecycle), build (builders),
+converge the children (kube), read rank 0's progress, write one status.
 
-from typing import Any
+Reconciles on every spec change and, for pods that change under a job, on a timer every
+VLMOP_RESYNC_SECONDS (the pods index makes a converged tick free of API calls)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, cast
 
 import kopf
 
-from vlmop.operator.api import GROUP, VERSION
+from vlmop.operator import kube, lifecycle, metrics, progress
+from vlmop.operator.api import GROUP, VERSION, PretrainJobSpec
 from vlmop.operator.api import PRETRAINJOB as KIND
-from vlmop.operator.reconcile import accept
+from vlmop.operator.builders import pretrainjob as build
+from vlmop.operator.reconcile import reject, spec_errors, write_status
+
+RESYNC_SECONDS = float(os.environ.get("VLMOP_RESYNC_SECONDS", "10"))
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
 @kopf.on.create(GROUP, VERSION, KIND.plural)
 @kopf.on.update(GROUP, VERSION, KIND.plural)
-def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    accept(KIND, body, patch, logger)
+@kopf.timer(GROUP, VERSION, KIND.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    children: kopf.Index[Any, kube.ChildRef],
+    worker_jobs: kopf.Index[Any, lifecycle.JobView],
+    worker_pods: kopf.Index[Any, lifecycle.PodView],
+    **_: Any,
+) -> None:
+    with metrics.reconciling(KIND.kind) as outcome:
+        errors = spec_errors(KIND, body.get("spec") or {})
+        if errors:
+            outcome.result = "invalid"
+            reject(KIND, body, patch, errors, logger)
+            return
+        spec = PretrainJobSpec.model_validate(dict(body["spec"]))
+        namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+        key = (namespace, KIND.kind, name)
+        current = dict(body.get("status") or {})
+        attempt_job = build.trainer_gang(body, spec, int(current.get("restarts") or 0)).job
+        decision = lifecycle.decide(
+            policy=spec.run_policy,
+            nodes=spec.topology.nodes,
+            status=current,
+            generation=body.metadata.get("generation"),
+            job=next((j for j in worker_jobs.get(key, []) if j.name == attempt_job), None),
+            pods=list(worker_pods.get(key, [])),
+            now=datetime.datetime.now(datetime.UTC),
+        )
+        if decision.delete_self:
+            logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
+            kube.delete_owner(body, KIND.plural)
+            return
+        desired = build.children(body, spec, decision.status["restarts"], decision.workers)
+        writes = kube.converge(namespace, desired, children.get(key, []))
+        metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+        report(decision, spec.metrics_port)
+        for type_, reason, message in decision.events:
+            kopf.event(body, type=type_, reason=reason, message=message)
+        write_status(KIND, body, patch, decision.status)
+
+
+def report(decision: lifecycle.Decision, port: int) -> None:
+    """Fold rank 0's progress into the status: live from /progress while it runs, else from its
+    termination message once it has ended."""
+    rank0 = decision.rank0
+    if rank0 is None:
+        return
+    if rank0.phase == "Running" and rank0.ip:
+        found = progress.read(rank0.ip, port)
+    else:
+        found = progress.parse(rank0.message) if rank0.message else None
+    if not found:
+        return
+    status = cast(dict[str, Any], decision.status)
+    status.update({k: found[k] for k in progress.STATUS_KEYS if k in found})
+    status["progress"] = progress.summary(status) or status.get("progress")

@@ -1,0 +1,229 @@
+"""A gang of torchrun workers: a headless Service for rendezvous, an Indexed Job with one pod per node,
+and the PodGroup (Volcano or scheduler-plugins) or Kueue label that makes them start together.
+
+Each whole-group restart is a new Job named <owner>-r<attempt>, so the pods of a failed attempt never
+mix with the next one and MASTER_ADDR (pod 0's stable DNS name) changes with the attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmop.operator.api.common import Scheduling, Volume
+from vlmop.operator.api.training import Topology
+from vlmop.operator.builders.common import Manifest, owned, owner_labels, restricted_security
+
+MASTER_PORT = 29500
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+ATTEMPT = "vlmop.io/attempt"
+CONFIG_DIR = "/etc/vlmop"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+COSCHEDULING_LABEL = "scheduling.x-k8s.io/pod-group"
+VOLCANO_ANNOTATION = "scheduling.k8s.io/group-name"
+# SIGTERM gives the trainer this long to finish a checkpoint before the kubelet kills it.
+GRACE_SECONDS = 300
+DEFAULT_SCHEDULER = {"volcano": "volcano", "coscheduling": "scheduler-plugins-scheduler"}
+
+
+@dataclass(frozen=True)
+class Gang:
+    owner: Mapping[str, Any]  # the custom object (apiVersion, kind, metadata.name/namespace/uid)
+    component: str
+    topology: Topology
+    scheduling: Scheduling
+    program: list[str]  # what torchrun starts on every node: a script or -m module, then its args
+    attempt: int
+    config_map: str | None = None  # mounted read-only at CONFIG_DIR
+    mounts: list[Volume] = field(default_factory=list)  # the kind's own claims (data, checkpoints)
+    env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.owner["metadata"]["name"])
+
+    @property
+    def service(self) -> str:
+        return f"{self.name}-workers"
+
+    @property
+    def job(self) -> str:
+        return f"{self.name}-r{self.attempt}"
+
+    @property
+    def master_addr(self) -> str:
+        return f"{self.job}-0.{self.service}.{self.owner['metadata']['namespace']}.svc"
+
+
+def headless_service(gang: Gang) -> Manifest:
+    """Gives every worker pod the DNS name <job>-<index>.<service>; not-ready pods resolve too, since
+    rendezvous happens before any readiness."""
+    ports = {"rendezvous": MASTER_PORT, **gang.ports}
+    return owned(
+        gang.owner,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": gang.service},
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": {"vlmop.io/owner-name": gang.name, "app.kubernetes.io/component": gang.component},
+                "ports": [{"name": n, "port": p, "targetPort": p} for n, p in sorted(ports.items())],
+            },
+        },
+        gang.component,
+    )
+
+
+def pod_group(gang: Gang) -> Manifest | None:
+    sched, nodes = gang.scheduling, gang.topology.nodes
+    if sched.gang == "volcano":
+        spec: dict[str, Any] = {"minMember": nodes}
+        if sched.queue_name:
+            spec["queue"] = sched.queue_name
+        if sched.priority_class_name:
+            spec["priorityClassName"] = sched.priority_class_name
+        api = "scheduling.volcano.sh/v1beta1"
+    elif sched.gang == "coscheduling":
+        spec = {"minMember": nodes, "scheduleTimeoutSeconds": sched.schedule_timeout_seconds}
+        api = "scheduling.x-k8s.io/v1alpha1"
+    else:
+        return None
+    manifest = {"apiVersion": api, "kind": "PodGroup", "metadata": {"name": gang.job}, "spec": spec}
+    return owned(gang.owner, manifest, gang.component)
+
+
+def worker_job(gang: Gang) -> Manifest:
+    topo, sched = gang.topology, gang.scheduling
+    labels = {"app.kubernetes.io/component": gang.component, ATTEMPT: str(gang.attempt)}
+    pod_labels, pod_annotations = {**owner_labels(gang.owner), **labels}, {}
+    if sched.gang == "coscheduling":
+        pod_labels[COSCHEDULING_LABEL] = gang.job
+    elif sched.gang == "volcano":
+        pod_annotations[VOLCANO_ANNOTATION] = gang.job
+    job_labels = {QUEUE_LABEL: str(sched.queue_name)} if sched.gang == "kueue" else {}
+    pod_security, container_security = restricted_security()
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # the operator restarts the whole group, never one pod
+        "subdomain": gang.service,
+        "automountServiceAccountToken": False,  # trainers report through /metrics, not the API
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "securityContext": pod_security,
+        "containers": [
+            {
+                "name": gang.component,
+                "image": topo.image,
+                "imagePullPolicy": topo.image_pull_policy,
+                "command": torchrun(gang),
+                "env": environment(gang),
+                "ports": [
+                    {"name": n, "containerPort": p}
+                    for n, p in sorted({"rendezvous": MASTER_PORT, **gang.ports}.items())
+                ],
+                "resources": resources(topo),
+                "volumeMounts": [m for _, m in volumes(gang)],
+                "securityContext": container_security,
+                # A crash with no message of its own reports the tail of its log instead.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": [v for v, _ in volumes(gang)],
+    }
+    optional = {
+        "nodeSelector": topo.node_selector or None,
+        "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in topo.tolerations] or None,
+        "serviceAccountName": topo.service_account_name,
+        "priorityClassName": sched.priority_class_name,
+        "schedulerName": sched.scheduler_name or DEFAULT_SCHEDULER.get(sched.gang),
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": gang.job, "labels": {**labels, **job_labels}},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": topo.nodes,
+            "parallelism": topo.nodes,
+            "backoffLimit": 0,  # one failed pod fails the attempt; restarts are whole-group
+            # Kueue admits the workload by unsuspending the Job; otherwise it starts at once.
+            "suspend": sched.gang == "kueue",
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+    return owned(gang.owner, job, gang.component)
+
+
+def torchrun(gang: Gang) -> list[str]:
+    return [
+        "torchrun",
+        "--nnodes=$(NNODES)",
+        "--nproc-per-node=$(NPROC_PER_NODE)",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        *gang.program,
+    ]
+
+
+def environment(gang: Gang) -> list[dict[str, Any]]:
+    topo = gang.topology
+    env: list[dict[str, Any]] = [
+        {"name": "NNODES", "value": str(topo.nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(max(topo.gpus_per_node, 1))},  # 0 GPUs: one CPU rank
+        {
+            "name": "NODE_RANK",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}},
+        },
+        {"name": "MASTER_ADDR", "value": gang.master_addr},
+        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": "VLMOP_ATTEMPT", "value": str(gang.attempt)},
+    ]
+    env += [{"name": k, "value": v} for k, v in sorted(gang.env.items())]
+    for var in topo.env:
+        if var.secret_key_ref:
+            ref = var.secret_key_ref
+            env.append({"name": var.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        else:
+            env.append({"name": var.name, "value": var.value or ""})
+    return env
+
+
+def resources(topo: Topology) -> dict[str, Any]:
+    # Quantities are strings on the wire (the API server would turn 4 into "4" anyway).
+    requests = {k: str(v) for k, v in topo.resources.requests.items()}
+    limits = {k: str(v) for k, v in topo.resources.limits.items()}
+    if topo.gpus_per_node:
+        limits[topo.gpu_resource_name] = str(topo.gpus_per_node)
+    return {k: v for k, v in {"requests": requests, "limits": limits}.items() if v}
+
+
+def volumes(gang: Gang) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(volume, mount) pairs: config, shared memory for the collectives, the kind's claims, extras."""
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    if gang.config_map:
+        pairs.append(
+            (
+                {"name": "config", "configMap": {"name": gang.config_map}},
+                {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            )
+        )
+    pairs.append(
+        (
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        )
+    )
+    for vol in [*gang.mounts, *gang.topology.volumes]:
+        pairs.append(
+            (
+                {"name": vol.name, "persistentVolumeClaim": {"claimName": vol.claim_name}},
+                {"name": vol.name, "mountPath": vol.mount_path, "readOnly": vol.read_only},
+            )
+        )
+    return pairs

@@ -1,0 +1,71 @@
+"""kopf indexes of what the operator owns, keyed by (namespace, owner kind, owner name): the children
+(for drift checks without reading them back) and the worker pods (for the gang's lifecycle). Handlers
+receive them as the `children` and `worker_pods` keyword arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from vlmop.operator.builders.common import HASH, MANAGED_BY, OWNER_KIND, OWNER_NAME
+from vlmop.operator.kube import ChildRef
+from vlmop.operator.lifecycle import JobView, PodView
+
+SELECTOR = {MANAGED_BY: "vlmop", OWNER_KIND: kopf.PRESENT, OWNER_NAME: kopf.PRESENT}
+Key = tuple[str, str, str]
+
+
+def owner_key(body: kopf.Body) -> Key:
+    labels = body.metadata.labels
+    return (str(body.metadata.namespace), labels[OWNER_KIND], labels[OWNER_NAME])
+
+
+@kopf.index("v1", "services", id="children", labels=SELECTOR)
+@kopf.index("v1", "configmaps", id="children", labels=SELECTOR)
+@kopf.index("batch", "v1", "jobs", id="children", labels=SELECTOR)
+def children(body: kopf.Body, **_: Any) -> dict[Key, ChildRef]:
+    meta = body.metadata
+    ref = ChildRef(body["apiVersion"], body["kind"], str(meta.name), meta.annotations.get(HASH))
+    return {owner_key(body): ref}
+
+
+@kopf.index("batch", "v1", "jobs", id="worker_jobs", labels=SELECTOR)
+def worker_jobs(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, JobView]:
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    view = JobView(
+        name=str(body.metadata.name),
+        uid=str(body.metadata.uid),
+        failed=(failed.get("message") or failed.get("reason") or "failed") if failed else None,
+        complete="Complete" in conditions,
+    )
+    return {owner_key(body): view}
+
+
+@kopf.index("v1", "pods", id="worker_pods", labels=SELECTOR)
+def worker_pods(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, PodView]:
+    meta = body.metadata
+    controller = next((r for r in meta.get("ownerReferences", []) if r.get("controller")), {})
+    index = meta.annotations.get("batch.kubernetes.io/job-completion-index")
+    return {
+        owner_key(body): PodView(
+            name=str(meta.name),
+            job_uid=controller.get("uid"),
+            index=int(index) if index and index.isdigit() else None,
+            phase=str(status.get("phase") or "Pending"),
+            ip=status.get("podIP"),
+            message=termination_message(status),
+            deleting=meta.get("deletionTimestamp") is not None,
+        )
+    }
+
+
+def termination_message(status: kopf.Status) -> str:
+    """The first terminated container's message (or reason and exit code), capped for status."""
+    for container in status.get("containerStatuses") or []:
+        done = (container.get("state") or {}).get("terminated")
+        if done:
+            text = done.get("message") or f"{done.get('reason', 'Error')} (exit code {done.get('exitCode')})"
+            return str(text)[-2048:]
+    return ""

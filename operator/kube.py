@@ -1,0 +1,141 @@
+"""The one place that talks to the API server besides kopf itself: converge an owner's children to the
+desired manifests (create missing, replace drifted, delete orphans) and delete a finished owner.
+
+Reads come from kopf indexes (handlers/children.py), so a converged reconcile makes no API call."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from vlmop.operator.builders.common import HASH, Manifest
+
+log = logging.getLogger(__name__)
+_client: kubernetes.client.ApiClient | None = None
+# Kinds whose spec cannot be patched in place (a Job's pod template is immutable): replaced instead.
+IMMUTABLE = frozenset({"Job", "PodGroup"})
+# Kinds the operator does not index (their CRDs may be absent): created with their Job, deleted with it.
+COMPANIONS = frozenset({"PodGroup"})
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+    hash: str | None = None
+
+
+def client() -> kubernetes.client.ApiClient:
+    global _client
+    if _client is None:
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+        _client = kubernetes.client.ApiClient()
+    return _client
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    plural = kind.lower() + ("es" if kind.endswith("s") else "s")  # Service, ConfigMap, Job, PodGroup
+    return f"{base}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def request(method: str, url: str, body: Any = None, content_type: str = "application/json") -> Any:
+    api = client()
+    headers = {"Accept": "application/json", "Content-Type": content_type}
+    params = api.param_serialize(method, url, header_params=headers, body=body, auth_settings=["BearerToken"])
+    response = api.call_api(*params, _request_timeout=30)
+    response.read()
+    if not 200 <= response.status < 300:
+        raise ApiException(http_resp=response)
+    return json.loads(response.data) if response.data else None
+
+
+def create(manifest: Manifest) -> None:
+    meta = manifest["metadata"]
+    try:
+        request("POST", path(manifest["apiVersion"], manifest["kind"], meta["namespace"]), manifest)
+    except ApiException as error:
+        if error.status != 409:  # already there: a reconcile raced ours, or the index lags behind
+            raise
+
+
+def create_companion(manifest: Manifest) -> None:
+    try:
+        create(manifest)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        raise kopf.TemporaryError(
+            f"{manifest['apiVersion']} {manifest['kind']} is not served by this cluster: install its "
+            "scheduler (Volcano or scheduler-plugins) or change spec.scheduling.gang",
+            delay=30,
+        ) from error
+
+
+def replace(manifest: Manifest) -> None:
+    meta = manifest["metadata"]
+    url = path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+    request("PATCH", url, manifest, "application/merge-patch+json")
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
+    """Background propagation: a Job's pods go with it (the batch API's default would orphan them)."""
+    body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    try:
+        request("DELETE", path(api_version, kind, namespace, name), body)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def converge(namespace: str, desired: Sequence[Manifest], actual: Iterable[ChildRef]) -> int:
+    """Make the children match `desired`; returns how many writes it took (0 when converged)."""
+    have = {(c.kind, c.name): c for c in actual}
+    want = {(m["kind"], m["metadata"]["name"]): m for m in desired}
+    companions = [m for m in desired if m["kind"] in COMPANIONS]
+    writes = 0
+    for key, child in have.items():
+        if key not in want:
+            for companion in companions if child.kind == "Job" else []:
+                delete(companion["apiVersion"], companion["kind"], namespace, child.name)
+            delete(child.api_version, child.kind, namespace, child.name)
+            writes += 1
+    for key, manifest in want.items():
+        if manifest["kind"] in COMPANIONS:
+            continue
+        current = have.get(key)
+        if current and current.hash == manifest["metadata"]["annotations"][HASH]:
+            continue
+        if current and manifest["kind"] not in IMMUTABLE:
+            replace(manifest)
+        else:
+            if current:
+                delete(current.api_version, current.kind, namespace, current.name)
+            for companion in companions if manifest["kind"] == "Job" else []:
+                if companion["metadata"]["name"] == manifest["metadata"]["name"]:
+                    create_companion(companion)  # before the Job, so its pods find their group
+            create(manifest)
+        writes += 1
+    return writes
+
+
+def delete_owner(owner: Mapping[str, Any], plural: str) -> None:
+    """Delete a finished custom object (ttlSecondsAfterFinished); its children follow by GC."""
+    group, version = str(owner["apiVersion"]).split("/")
+    meta = owner["metadata"]
+    try:
+        request("DELETE", f"/apis/{group}/{version}/namespaces/{meta['namespace']}/{plural}/{meta['name']}")
+    except ApiException as error:
+        if error.status != 404:
+            raise

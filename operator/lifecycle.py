@@ -1,0 +1,174 @@
+"""The life of a gang job, as a pure function: from the pods of the current attempt (and the Job that
+owns them), the progress rank 0 reports and the clock, decide the phase, the conditions, whether the
+workers should exist, and whether a failure restarts the whole group or ends the job.
+
+Pods are matched to the current Job by its uid, so the pods of a deleted attempt (still terminating
+after a restart or a suspension) never count for the new one."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmop.operator import status as st
+from vlmop.operator.api.common import RunPolicy
+
+TERMINAL = ("Succeeded", "Failed")
+OWNED_CONDITIONS = ("Progressing", "Suspended", "Succeeded", "Failed")
+# Reasons, as CamelCase constants per metav1.Condition.
+CREATED, RUNNING, RESTARTING, SUSPENDED, RESUMED = "Created", "Running", "Restarting", "Suspended", "Resumed"
+SUCCEEDED, BACKOFF, DEADLINE = "Succeeded", "BackoffLimitExceeded", "DeadlineExceeded"
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the operator indexes about one worker pod."""
+
+    name: str
+    job_uid: str | None  # uid of the controlling Job
+    index: int | None  # completion index = node rank
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown
+    ip: str | None = None
+    message: str = ""  # the container's termination message (or its log tail on a crash)
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The current attempt's Job as the children index sees it."""
+
+    name: str
+    uid: str
+    failed: str | None = None  # the message of a Failed=True condition
+    complete: bool = False
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    workers: bool  # whether the attempt's Job (and PodGroup) should exist
+    delete_self: bool = False  # ttlSecondsAfterFinished has passed
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    rank0: PodView | None = None  # where to read progress from, when it runs
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
+def stamp(at: datetime.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def decide(
+    *,
+    policy: RunPolicy,
+    nodes: int,
+    status: Mapping[str, Any],
+    generation: int | None,
+    job: JobView | None,
+    pods: Sequence[PodView],
+    now: datetime.datetime,
+) -> Decision:
+    current = dict(status)
+    restarts = int(current.get("restarts") or 0)
+    phase = current.get("phase")
+    conditions: list[dict[str, Any]] = []
+    events: list[tuple[str, str, str]] = []
+    mine = sorted((p for p in pods if job and p.job_uid == job.uid and not p.deleting), key=_rank)
+    rank0 = next((p for p in mine if p.index == 0), None)
+
+    def finish(new_phase: str, reason: str, message: str) -> None:
+        nonlocal phase
+        phase = new_phase
+        succeeded = new_phase == "Succeeded"
+        conditions.extend(
+            [
+                st.condition("Succeeded", succeeded, reason, message if succeeded else ""),
+                st.condition("Failed", not succeeded, reason, "" if succeeded else message),
+                st.condition("Progressing", False, reason, message),
+            ]
+        )
+        current["completionTime"] = stamp(now)
+        if not succeeded:
+            events.append(("Warning", reason, message))
+
+    if phase in TERMINAL:
+        workers = phase == "Succeeded"  # keep a finished Job (and its logs); a failed one is stopped
+    elif policy.suspend:
+        phase, workers = "Suspended", False
+        conditions += [
+            st.condition("Suspended", True, SUSPENDED, "workers stopped; checkpoints kept"),
+            st.condition("Progressing", False, SUSPENDED, "suspended by spec.runPolicy.suspend"),
+        ]
+    else:
+        workers = True
+        start = parse_time(current.get("startTime"))
+        if start is None:
+            current["startTime"] = stamp(now)
+        deadline = policy.active_deadline_seconds
+        failed = next((p for p in mine if p.phase == "Failed"), None)
+        failure = (
+            f"worker {failed.name} (rank {failed.index}) failed: {failed.message or 'no message'}"
+            if failed
+            else (f"job {job.name} failed: {job.failed}" if job and job.failed else None)
+        )
+        if start and deadline and (now - start).total_seconds() > deadline:
+            finish("Failed", DEADLINE, f"ran longer than activeDeadlineSeconds={deadline}")
+            workers = False
+        elif failure and restarts >= policy.backoff_limit:
+            finish("Failed", BACKOFF, f"{failure}; {restarts} restarts used of backoffLimit {policy.backoff_limit}")
+            workers = False
+        elif failure:
+            restarts += 1
+            phase = "Restarting"
+            message = f"restart {restarts}/{policy.backoff_limit} from the latest checkpoint: {failure}"
+            conditions.append(st.condition("Progressing", True, RESTARTING, message))
+            events.append(("Warning", RESTARTING, message))
+        elif job and (job.complete or _count(mine, "Succeeded") >= nodes):
+            finish("Succeeded", SUCCEEDED, f"all {nodes} workers completed")
+        elif _count(mine, "Running") + _count(mine, "Succeeded") >= nodes:
+            phase = "Running"
+            conditions.append(st.condition("Progressing", True, RUNNING, f"{nodes}/{nodes} workers running"))
+        else:
+            running = _count(mine, "Running")
+            phase = "Restarting" if phase == "Restarting" else "Pending"
+            reason = RESTARTING if phase == "Restarting" else CREATED
+            conditions.append(st.condition("Progressing", True, reason, f"{running}/{nodes} workers running"))
+        if phase not in TERMINAL:
+            if _suspended(status):
+                conditions.append(st.condition("Suspended", False, RESUMED, "workers started again"))
+            conditions += [st.condition("Succeeded", False, phase), st.condition("Failed", False, phase)]
+
+    previous = [c for c in current.get("conditions", []) if c["type"] in OWNED_CONDITIONS]
+    current["conditions"] = st.merge_conditions(previous, conditions, generation, stamp(now))
+    current.update(observedGeneration=generation, phase=phase, restarts=restarts)
+    return Decision(
+        status=current,
+        workers=workers,
+        delete_self=_expired(policy, current, now),
+        events=events,
+        rank0=rank0,
+    )
+
+
+def _rank(pod: PodView) -> tuple[int, str]:
+    return (pod.index if pod.index is not None else 1 << 30, pod.name)
+
+
+def _count(pods: Sequence[PodView], phase: str) -> int:
+    return len({p.index for p in pods if p.phase == phase})
+
+
+def _suspended(status: Mapping[str, Any]) -> bool:
+    return any(c["type"] == "Suspended" and c["status"] == "True" for c in status.get("conditions", []))
+
+
+def _expired(policy: RunPolicy, status: Mapping[str, Any], now: datetime.datetime) -> bool:
+    done = parse_time(status.get("completionTime"))
+    ttl = policy.ttl_seconds_after_finished
+    return bool(status.get("phase") in TERMINAL and done and ttl is not None and (now - done).total_seconds() >= ttl)

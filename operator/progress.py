@@ -1,0 +1,56 @@
+"""Progress travels from rank 0 to the operator without giving the trainer any API access: while it
+runs, the operator reads rank 0's `GET /progress` (JSON, beside `/metrics` on the metrics port); when
+it ends, the same JSON is rank 0's termination message, which the kubelet copies into the pod status.
+
+The JSON comes from a pod, so only known keys of the right type are taken, and strings are bounded."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+# The JSON keys are the status field names (camelCase), written by vlmop.workloads.common.progress.
+NUMBERS = ("step", "totalSteps", "loss", "tokensPerSecond", "mfu")
+STRINGS = ("latestCheckpoint",)
+STATUS_KEYS = ("step", "totalSteps", "loss", "tokensPerSecond", "latestCheckpoint")
+
+
+def parse(text: str | bytes) -> dict[str, Any] | None:
+    """The progress fields of one report; None when it is not a progress report at all."""
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key in NUMBERS:
+        value = raw.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[key] = int(value) if key in ("step", "totalSteps") else round(float(value), 4)
+    for key in STRINGS:
+        value = raw.get(key)
+        if isinstance(value, str) and len(value) <= 1024:
+            out[key] = value
+    return out or None
+
+
+def read(ip: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """Rank 0's current progress, or None when it cannot be reached (it may still be starting)."""
+    url = f"http://{ip}:{port}/progress"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http to a pod IP
+            return parse(response.read(64 * 1024))
+    except (OSError, ValueError):
+        return None
+
+
+def summary(progress: Mapping[str, Any]) -> str | None:
+    """The short printer-column text, e.g. `120/200 steps (60%)`."""
+    step, total = progress.get("step"), progress.get("totalSteps")
+    if step is None or not total:
+        return None
+    return f"{step}/{total} steps ({100 * step // total}%)"
