@@ -1,0 +1,132 @@
+"""How a trainer reports progress without any Kubernetes API access: rank 0 serves `GET /metrics`
+(Prometheus) and `GET /progress` (JSON whose keys are the custom resource's status fields) on one
+port, and writes the same JSON as its termination message when it ends. The operator reads both
+(vlmop.operator.progress); nothing in the pod can write the custom resource."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import prometheus_client
+
+TERMINATION_LOG = "/dev/termination-log"
+MESSAGE_LIMIT = 4096  # the kubelet keeps at most 4 KiB of a termination message
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    tokens_per_second: float | None = None
+    mfu: float | None = None
+    latest_checkpoint: str | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        raw = {
+            "step": self.step,
+            "totalSteps": self.total_steps,
+            "loss": self.loss,
+            "tokensPerSecond": self.tokens_per_second,
+            "mfu": self.mfu,
+            "latestCheckpoint": self.latest_checkpoint,
+            "message": self.message,
+        }
+        return {k: v for k, v in raw.items() if v is not None}
+
+
+class Reporter:
+    """Rank 0's progress: Prometheus gauges plus the JSON document, updated once per step."""
+
+    def __init__(self, job: str = "pretrain") -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        labels = ["job"]
+        self.job = job
+
+        def gauge(name: str, doc: str) -> prometheus_client.Gauge:
+            return prometheus_client.Gauge(name, doc, labels, registry=self.registry).labels(job)
+
+        self.step = gauge("vlmop_train_step", "Last optimizer step.")
+        self.total = gauge("vlmop_train_total_steps", "Optimizer steps of the whole run.")
+        self.loss = gauge("vlmop_train_loss", "Training loss of the last step (mean over ranks).")
+        self.tps = gauge("vlmop_train_tokens_per_second", "Tokens per second of the whole gang.")
+        self.mfu = gauge("vlmop_train_mfu", "Model FLOPs utilisation estimate (GPU only).")
+        self.tokens = gauge("vlmop_train_tokens_total", "Tokens trained on so far.")
+        self.checkpoint = gauge("vlmop_train_checkpoint_step", "Step of the newest complete checkpoint.")
+        self.progress = Progress()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def update(self, progress: Progress, tokens: int | None = None) -> None:
+        with self._lock:
+            self.progress = progress
+        self.step.set(progress.step)
+        self.total.set(progress.total_steps)
+        for gauge, value in ((self.loss, progress.loss), (self.tps, progress.tokens_per_second)):
+            if value is not None:
+                gauge.set(value)
+        if progress.mfu is not None:
+            self.mfu.set(progress.mfu)
+        if tokens is not None:
+            self.tokens.set(tokens)
+
+    def checkpointed(self, step: int, path: str) -> None:
+        with self._lock:
+            self.progress.latest_checkpoint = path
+        self.checkpoint.set(step)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self.progress.to_json()
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104 - read by the operator
+        """Start the endpoint in a daemon thread; returns the bound port (0 picks a free one)."""
+        reporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    body, kind = prometheus_client.generate_latest(reporter.registry), "text/plain"
+                elif self.path == "/progress":
+                    body, kind = json.dumps(reporter.snapshot()).encode(), "application/json"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:  # scraped every few seconds: keep logs quiet
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def terminate(self, message: str | None = None) -> None:
+        """Write the final progress as the termination message (when the path is writable)."""
+        path = Path(os.environ.get("VLMOP_TERMINATION_LOG", TERMINATION_LOG))
+        with self._lock:
+            self.progress.message = message
+            text = json.dumps(self.progress.to_json())
+        if len(text) > MESSAGE_LIMIT and message:
+            return self.terminate(message[: MESSAGE_LIMIT // 2])
+        try:
+            path.write_text(text)
+        except OSError:
+            pass  # outside Kubernetes there is no termination log
+        return None

@@ -1,0 +1,1 @@
+"""DeepSpeed pretraining of a (vision-)language model: `python -m vlmop.workloads.pretrain`."""

@@ -1,0 +1,226 @@
+"""Training data from files, in a deterministic order that a step number alone locates, so resuming at
+step N reads exactly what an uninterrupted run would have read.
+
+Text: `.npy` arrays of token ids (pre-tokenised, loaded memory-mapped, no pickle), `.txt` files (one
+document each) and `.jsonl` lines with a "text" field. With packing, documents are joined with EOS and
+cut into full sequences; without, each document is one padded sequence.
+Image-text: `.jsonl` lines {"image": "<file>.npy", "text": "..."} (HxWx3 uint8 or 3xHxW float arrays,
+paths relative to the file); each pair is one sequence: image placeholder tokens, then the text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+IGNORE = -100  # label of tokens that carry no loss (padding, image placeholders)
+
+
+class Tokenizer(Protocol):
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes shifted past three specials: for presets, which have no trained tokenizer."""
+
+    pad_id, bos_id, eos_id = 0, 1, 2
+
+    def encode(self, text: str) -> list[int]:
+        return [b + 3 for b in text.encode()]
+
+
+class HFTokenizer:
+    def __init__(self, path: Path) -> None:
+        import transformers
+
+        self.inner = transformers.AutoTokenizer.from_pretrained(path)
+        self.eos_id = int(self.inner.eos_token_id)
+        self.bos_id = int(self.inner.bos_token_id if self.inner.bos_token_id is not None else self.eos_id)
+        self.pad_id = int(self.inner.pad_token_id if self.inner.pad_token_id is not None else self.eos_id)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.inner.encode(text, add_special_tokens=False))
+
+
+def tokenizer_for(model_path: Path | None) -> Tokenizer:
+    has_own = model_path is not None and any(
+        (model_path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")
+    )
+    return HFTokenizer(model_path) if has_own and model_path else ByteTokenizer()
+
+
+def files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    found = sorted(p for p in path.rglob("*") if p.suffix in suffixes) if path.is_dir() else [path]
+    if not found:
+        raise FileNotFoundError(f"no {'/'.join(suffixes)} files under {path}")
+    return found
+
+
+def documents(path: Path, tokenizer: Tokenizer) -> Iterator[np.ndarray]:
+    for file in files(path, (".npy", ".txt", ".jsonl")):
+        if file.suffix == ".npy":
+            yield np.load(file, mmap_mode="r", allow_pickle=False).astype(np.int64, copy=False)
+        elif file.suffix == ".txt":
+            yield np.asarray(tokenizer.encode(file.read_text()), dtype=np.int64)
+        else:
+            for line in file.read_text().splitlines():
+                if line.strip():
+                    yield np.asarray(tokenizer.encode(json.loads(line)["text"]), dtype=np.int64)
+
+
+class Sequences(Protocol):
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class PackedText:
+    """All documents joined by EOS in one int64 stream, cut into `seq_length` windows."""
+
+    stream: np.ndarray
+    seq_length: int
+
+    def __len__(self) -> int:
+        return len(self.stream) // self.seq_length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start = index * self.seq_length
+        ids = torch.from_numpy(np.array(self.stream[start : start + self.seq_length]))
+        return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+
+
+@dataclass
+class PaddedText:
+    docs: list[np.ndarray]
+    seq_length: int
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return padded(torch.from_numpy(np.array(self.docs[index][: self.seq_length])), self.seq_length, self.pad_id)
+
+
+def padded(ids: torch.Tensor, length: int, pad_id: int, no_loss: torch.Tensor | None = None) -> dict[str, Any]:
+    n = len(ids)
+    input_ids = torch.full((length,), pad_id, dtype=torch.long)
+    input_ids[:n] = ids
+    labels = torch.full((length,), IGNORE, dtype=torch.long)
+    labels[:n] = ids
+    if no_loss is not None:
+        labels[:n][no_loss] = IGNORE
+    mask = torch.zeros(length, dtype=torch.long)
+    mask[:n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+@dataclass
+class ImageText:
+    records: list[tuple[Path, list[int]]]
+    seq_length: int
+    tokenizer: Tokenizer
+    image_token: int
+    image_tokens: int  # placeholders per image = the vision tower's patch count
+    image_size: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, text = self.records[index]
+        tok = self.tokenizer
+        head = [tok.bos_id] + [self.image_token] * self.image_tokens
+        ids = torch.tensor((head + text + [tok.eos_id])[: self.seq_length], dtype=torch.long)
+        sample = padded(ids, self.seq_length, tok.pad_id, no_loss=ids == self.image_token)
+        sample["pixel_values"] = pixels(image, self.image_size)
+        return sample
+
+
+def pixels(path: Path, size: int) -> torch.Tensor:
+    """A 3 x size x size float image in [-1, 1] from an .npy array (no pickle)."""
+    array = np.load(path, allow_pickle=False)
+    image = torch.from_numpy(np.array(array, dtype=np.float32))
+    if image.ndim != 3:
+        raise ValueError(f"{path}: expected an HxWx3 or 3xHxW array, got shape {tuple(image.shape)}")
+    if image.shape[-1] == 3 and image.shape[0] != 3:
+        image = image.permute(2, 0, 1)
+    if array.dtype == np.uint8:
+        image = image / 255.0
+    if image.shape[1:] != (size, size):
+        image = torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear")[0]
+    return (image - 0.5) / 0.5
+
+
+def load(
+    path: Path,
+    data_format: str,
+    seq_length: int,
+    packing: bool,
+    tokenizer: Tokenizer,
+    vision: dict[str, int] | None = None,
+) -> Sequences:
+    if data_format == "image-text":
+        if vision is None:
+            raise ValueError("--data-format image-text needs a vision-language model (e.g. tiny-vl)")
+        records = []
+        for file in files(path, (".jsonl",)):
+            for line in file.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    records.append((file.parent / row["image"], tokenizer.encode(row["text"])))
+        return ImageText(records, seq_length, tokenizer, **vision)
+    docs = list(documents(path, tokenizer))
+    if not packing:
+        return PaddedText(docs, seq_length, tokenizer.pad_id)
+    stream = np.concatenate([np.append(d, tokenizer.eos_id) for d in docs])
+    if len(stream) < seq_length:
+        raise ValueError(f"{path}: {len(stream)} tokens, fewer than one sequence of {seq_length}")
+    return PackedText(stream, seq_length)
+
+
+@dataclass(frozen=True)
+class Order:
+    """Which sequences rank r reads at step s: the global batch of step s is the next
+    `micro x accumulation x world` positions of a seeded shuffle that is redrawn every epoch."""
+
+    size: int
+    seed: int
+    micro: int
+    accumulation: int
+    world: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro * self.accumulation * self.world
+
+    def micro_batches(self, step: int, rank: int) -> list[list[int]]:
+        start = step * self.global_batch + rank * self.micro * self.accumulation
+        positions = range(start, start + self.micro * self.accumulation)
+        indices = [self.index(p) for p in positions]
+        return [indices[i : i + self.micro] for i in range(0, len(indices), self.micro)]
+
+    def index(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        return int(self._permutation(epoch)[offset])
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_cache", {})
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+        return cache[epoch]  # type: ignore[no-any-return]
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}

@@ -1,0 +1,96 @@
+"""Models: named presets built from configs (random init; nothing is downloaded) and real loading of
+a local Hugging Face checkpoint (config + safetensors, never pickle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+IMAGE_TOKEN = 300  # the placeholder id of one image patch in presets (byte tokenizer ids end at 258)
+
+
+def _tiny_text(**overrides: Any) -> transformers.LlamaConfig:
+    base: dict[str, Any] = dict(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+    )
+    return transformers.LlamaConfig(**{**base, **overrides})
+
+
+def preset_config(name: str) -> transformers.PretrainedConfig:
+    if name == "tiny":
+        return _tiny_text()
+    if name == "tiny-vl":  # LLaVA-style: ViT -> MLP projector -> LM, 16 patch tokens per 32x32 image
+        vision = transformers.CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+        return transformers.LlavaConfig(
+            vision_config=vision, text_config=_tiny_text(), image_token_id=IMAGE_TOKEN, image_seq_length=16
+        )
+    if name == "qwen2.5-0.5b":  # the shape of Qwen2.5-0.5B (InternVL3.5-1B's language model)
+        return transformers.Qwen2Config(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+            tie_word_embeddings=True,
+        )
+    raise ValueError(f"unknown model preset {name!r}: choose tiny, tiny-vl or qwen2.5-0.5b")
+
+
+PRESETS = ("tiny", "tiny-vl", "qwen2.5-0.5b")
+
+
+def is_vision(config: transformers.PretrainedConfig) -> bool:
+    return getattr(config, "vision_config", None) is not None
+
+
+def build(preset: str | None, path: Path | None) -> torch.nn.Module:
+    """A model in fp32 (DeepSpeed casts to bf16/fp16 from its config)."""
+    if path is not None:
+        config = transformers.AutoConfig.from_pretrained(path)
+        auto = transformers.AutoModelForImageTextToText if is_vision(config) else transformers.AutoModelForCausalLM
+        model: torch.nn.Module = auto.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+        return model
+    config = preset_config(preset or "tiny")
+    return model_class(config)(config)
+
+
+def model_class(config: transformers.PretrainedConfig) -> type[torch.nn.Module]:
+    """The class of a preset's model (concrete classes, so nothing depends on Auto* mappings)."""
+    if is_vision(config):
+        return transformers.LlavaForConditionalGeneration  # type: ignore[no-any-return]
+    if isinstance(config, transformers.Qwen2Config):
+        return transformers.Qwen2ForCausalLM  # type: ignore[no-any-return]
+    return transformers.LlamaForCausalLM  # type: ignore[no-any-return]
+
+
+def config_of(model: torch.nn.Module) -> transformers.PretrainedConfig:
+    config: transformers.PretrainedConfig = model.config  # type: ignore[assignment]
+    return config
+
+
+def flops_per_token(model: torch.nn.Module, seq_length: int) -> float:
+    """Training FLOPs per token: 6 x parameters + attention (PaLM appendix B estimate)."""
+    params = sum(p.numel() for p in model.parameters())
+    text = getattr(config_of(model), "text_config", None) or config_of(model)
+    attention = 12 * text.num_hidden_layers * text.hidden_size * seq_length
+    return float(6 * params + attention)

@@ -1,0 +1,240 @@
+"""The DeepSpeed pretraining loop: build the model and data, resume from the newest complete
+checkpoint, train, checkpoint every N steps (and on SIGTERM), and report progress from rank 0."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from vlmop.workloads.common import checkpoint
+from vlmop.workloads.common.progress import Progress, Reporter
+from vlmop.workloads.pretrain import data, models
+from vlmop.workloads.pretrain.config import TrainConfig
+
+log = logging.getLogger("vlmop.pretrain")
+SIGTERM_EXIT = 143  # 128 + SIGTERM: the pod fails, so the operator restarts the group from the save
+# Dense bf16 peak FLOP/s by device name, for the MFU estimate; VLMOP_PEAK_FLOPS overrides.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+def schedule(cfg: TrainConfig) -> Any:
+    """LR multiplier per step: linear warm-up, then cosine/linear decay to min_lr (or constant)."""
+    floor = cfg.min_lr / cfg.lr
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        done = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+        shape = 0.5 * (1 + math.cos(math.pi * done)) if cfg.lr_schedule == "cosine" else 1 - done
+        return floor + (1 - floor) * shape
+
+    return factor
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only; biases and norms keep their scale (as in GPT-2/nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    matrix = [len(getattr(p, "ds_shape", p.shape)) >= 2 for p in params]  # ZeRO-3 params are flat
+    groups = [
+        {"params": [p for p, m in zip(params, matrix, strict=True) if m], "weight_decay": weight_decay},
+        {"params": [p for p, m in zip(params, matrix, strict=True) if not m], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def peak_flops() -> float | None:
+    if os.environ.get("VLMOP_PEAK_FLOPS"):
+        return float(os.environ["VLMOP_PEAK_FLOPS"])
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        import deepspeed
+
+        self.cfg = cfg
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        self.ds_config = cfg.deepspeed()
+        self._seed(cfg.seed)
+        self.model = self._build_model()
+        self.flops_per_token = models.flops_per_token(self.model, cfg.seq_length)
+        self.data = self._build_data()
+        optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
+        )
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=self.model,
+            optimizer=optimizer,
+            # Built on DeepSpeed's wrapped optimizer, whose param groups are the ones that step.
+            lr_scheduler=lambda wrapped: torch.optim.lr_scheduler.LambdaLR(wrapped, schedule(cfg)),
+            config=self.ds_config,
+        )
+        self.order = data.Order(
+            size=len(self.data),
+            seed=cfg.seed,
+            micro=self.engine.train_micro_batch_size_per_gpu(),
+            accumulation=self.engine.gradient_accumulation_steps(),
+            world=self.world,
+        )
+        self.store = checkpoint.Store(cfg.checkpoint_dir)
+        self.step, self.tokens = 0, 0
+        self.reporter = Reporter() if self.rank == 0 else None
+        self.stop_requested = False
+
+    def _seed(self, seed: int) -> None:
+        random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _build_model(self) -> torch.nn.Module:
+        # Built whole on every rank with the same seed, then partitioned by deepspeed.initialize.
+        # (zero.Init would skip transformers' weight init on partitioned tensors; see the notes.)
+        return models.build(self.cfg.model_preset, self.cfg.model_path)
+
+    def _build_data(self) -> data.Sequences:
+        cfg, config = self.cfg, models.config_of(self.model)
+        vision = None
+        if models.is_vision(config):
+            size, patch = config.vision_config.image_size, config.vision_config.patch_size
+            vision = {
+                "image_token": int(config.image_token_id),
+                "image_tokens": (size // patch) ** 2,
+                "image_size": size,
+            }
+        tokenizer = data.tokenizer_for(cfg.model_path)
+        return data.load(cfg.data, cfg.data_format, cfg.seq_length, cfg.packing, tokenizer, vision)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def resume(self) -> Path | None:
+        found = self.store.resolve(self.cfg.resume_from)
+        if found is None:
+            return None
+        self.engine.load_checkpoint(str(found.parent), tag=found.name)
+        state = checkpoint.state(found)
+        self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        checkpoint.load_rng(found, self.rank)
+        if self.reporter:
+            self.reporter.checkpointed(self.step, str(found))
+        log.info("resumed from %s at step %d", found, self.step)
+        return found
+
+    def save(self) -> Path:
+        directory = self.cfg.checkpoint_dir / checkpoint.tag(self.step)
+        self.engine.save_checkpoint(str(self.cfg.checkpoint_dir), tag=directory.name)
+        checkpoint.save_rng(directory, self.rank)
+        dist.barrier()  # every rank's shards and RNG are on disk before the marker
+        if self.rank == 0:
+            state = {"step": self.step, "tokens": self.tokens, "world_size": self.world, "config": asdict(self.cfg)}
+            self.store.mark_complete(directory, json.loads(json.dumps(state, default=str)))
+            self.store.prune(self.cfg.keep_last)
+            if self.reporter:
+                self.reporter.checkpointed(self.step, str(directory))
+        dist.barrier()
+        return directory
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step over this rank's micro-batches; returns (mean loss, tokens) summed over
+        ranks, plus whether any rank was asked to stop (one all-reduce for all three)."""
+        losses, tokens = [], 0
+        for indices in self.order.micro_batches(self.step, self.rank):
+            batch = data.collate([self.data[i] for i in indices])
+            batch = {k: v.to(self.engine.device) for k, v in batch.items()}
+            if "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(self._compute_dtype())
+            loss = self.engine(**batch).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(loss.detach().float())
+            tokens += int(batch["attention_mask"].sum())
+        extra = torch.tensor([float(tokens), float(self.stop_requested)], device=self.engine.device)
+        summary = torch.cat([torch.stack(losses).mean().reshape(1), extra])
+        dist.all_reduce(summary)
+        self.stop_requested = bool(summary[2] > 0)
+        return float(summary[0]) / self.world, int(summary[1])
+
+    def _compute_dtype(self) -> torch.dtype:
+        if self.ds_config.get("bf16", {}).get("enabled"):
+            return torch.bfloat16
+        return torch.float16 if self.ds_config.get("fp16", {}).get("enabled") else torch.float32
+
+    def run(self) -> int:
+        """Train to total_steps; returns the process exit code."""
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        cfg = self.cfg
+        self.resume()
+        if self.reporter and cfg.metrics_port:
+            self.reporter.serve(cfg.metrics_port)
+        peak = peak_flops()
+        window: list[tuple[float, int]] = []
+        try:
+            while self.step < cfg.total_steps:
+                started = time.perf_counter()
+                loss, tokens = self.train_step()
+                self.step += 1
+                self.tokens += tokens
+                window = [*window[-9:], (time.perf_counter() - started, tokens)]
+                tps = sum(t for _, t in window) / sum(s for s, _ in window)
+                self._report(loss, tps, peak)
+                if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.total_steps or self.stop_requested:
+                    self.save()
+                if self.stop_requested:
+                    self._finish(f"stopped by SIGTERM after saving step {self.step}")
+                    return SIGTERM_EXIT
+        except Exception as error:
+            self._finish(f"{type(error).__name__}: {error}")
+            raise
+        self._finish(None)
+        return 0
+
+    def _report(self, loss: float, tps: float, peak: float | None) -> None:
+        if self.reporter is None:
+            return
+        mfu = tps * self.flops_per_token / (peak * self.world) if peak else None
+        progress = Progress(
+            step=self.step,
+            total_steps=self.cfg.total_steps,
+            loss=loss,
+            tokens_per_second=tps,
+            mfu=mfu,
+            latest_checkpoint=self.reporter.progress.latest_checkpoint,
+        )
+        self.reporter.update(progress, tokens=self.tokens)
+        if self.cfg.log_file:
+            line = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "tokens_per_second": tps}
+            with self.cfg.log_file.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+
+    def _finish(self, message: str | None) -> None:
+        if self.reporter:
+            self.reporter.terminate(message)
+
+    def _on_sigterm(self, *_: Any) -> None:
+        log.warning("SIGTERM: saving a checkpoint at the end of this step, then exiting")
+        self.stop_requested = True
+
+    def close(self) -> None:
+        if self.reporter:
+            self.reporter.close()
+        dist.destroy_process_group()
