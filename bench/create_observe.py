@@ -5,9 +5,6 @@ bench/results.csv.  Usage: python bench/create_observe.py [N] [example]"""
 from __future__ import annotations
 
 import copy
-import csv
-import datetime
-import platform
 import sys
 import time
 from pathlib import Path
@@ -15,6 +12,9 @@ from pathlib import Path
 import yaml
 
 from vlmop.operator.localapi.cluster import LocalCluster, kind_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results as results_csv  # noqa: E402 - bench/ is a folder of scripts, not a package
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,22 +57,4 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     example = sys.argv[2] if len(sys.argv) > 2 else "pretrainjob"
     results = main(n, example)
-    stamp = datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="seconds")
-    path = ROOT / "bench" / "results.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["benchmark", "variant", "metric", "value", "device", "timestamp"])
-        for metric, value in results.items():
-            writer.writerow(
-                [
-                    "create_observe",
-                    f"{example} x{n}",
-                    metric,
-                    f"{value:.2f}",
-                    f"cpu ({platform.machine()}, 2 cores)",
-                    stamp,
-                ]
-            )
-            print(f"{metric}: {value:.2f}")
+    results_csv.append("create_observe", f"{example} x{n}", results)

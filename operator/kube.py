@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
@@ -23,6 +22,10 @@ _client: kubernetes.client.ApiClient | None = None
 IMMUTABLE = frozenset({"Job", "PodGroup"})
 # Kinds the operator does not index (their CRDs may be absent): created with their Job, deleted with it.
 COMPANIONS = frozenset({"PodGroup"})
+
+
+class MissingAPI(Exception):
+    """A child's API is not installed (e.g. no PodGroup CRD): the owner waits, it does not crash."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,9 @@ def client() -> kubernetes.client.ApiClient:
     global _client
     if _client is None:
         try:
-            kubernetes.config.load_incluster_config()
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         _client = kubernetes.client.ApiClient()
     return _client
 
@@ -55,7 +58,7 @@ def request(method: str, url: str, body: Any = None, content_type: str = "applic
     headers = {"Accept": "application/json", "Content-Type": content_type}
     params = api.param_serialize(method, url, header_params=headers, body=body, auth_settings=["BearerToken"])
     response = api.call_api(*params, _request_timeout=30)
-    response.read()
+    response.read()  # type: ignore[no-untyped-call]
     if not 200 <= response.status < 300:
         raise ApiException(http_resp=response)
     return json.loads(response.data) if response.data else None
@@ -76,10 +79,9 @@ def create_companion(manifest: Manifest) -> None:
     except ApiException as error:
         if error.status != 404:
             raise
-        raise kopf.TemporaryError(
+        raise MissingAPI(
             f"{manifest['apiVersion']} {manifest['kind']} is not served by this cluster: install its "
-            "scheduler (Volcano or scheduler-plugins) or change spec.scheduling.gang",
-            delay=30,
+            "scheduler (Volcano or scheduler-plugins) or change spec.scheduling.gang"
         ) from error
 
 

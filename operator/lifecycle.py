@@ -121,7 +121,11 @@ def decide(
             finish("Failed", DEADLINE, f"ran longer than activeDeadlineSeconds={deadline}")
             workers = False
         elif failure and restarts >= policy.backoff_limit:
-            finish("Failed", BACKOFF, f"{failure}; {restarts} restarts used of backoffLimit {policy.backoff_limit}")
+            finish(
+                "Failed",
+                BACKOFF,
+                f"{failure}; {restarts} restarts used of backoffLimit {policy.backoff_limit}",
+            )
             workers = False
         elif failure:
             restarts += 1
@@ -142,7 +146,10 @@ def decide(
         if phase not in TERMINAL:
             if _suspended(status):
                 conditions.append(st.condition("Suspended", False, RESUMED, "workers started again"))
-            conditions += [st.condition("Succeeded", False, phase), st.condition("Failed", False, phase)]
+            conditions += [
+                st.condition("Succeeded", False, str(phase)),
+                st.condition("Failed", False, str(phase)),
+            ]
 
     previous = [c for c in current.get("conditions", []) if c["type"] in OWNED_CONDITIONS]
     current["conditions"] = st.merge_conditions(previous, conditions, generation, stamp(now))
@@ -154,6 +161,18 @@ def decide(
         events=events,
         rank0=rank0,
     )
+
+
+def blocked(
+    decision: Decision, reason: str, message: str, generation: int | None, now: datetime.datetime
+) -> None:
+    """The workers cannot be created (a missing API): say so in Progressing, warn once."""
+    status = decision.status
+    previous: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Progressing"), {})
+    update = st.condition("Progressing", False, reason, message)
+    status["conditions"] = st.merge_conditions(status["conditions"], [update], generation, stamp(now))
+    if previous.get("reason") != reason:
+        decision.events.append(("Warning", reason, message))
 
 
 def _rank(pod: PodView) -> tuple[int, str]:
@@ -171,4 +190,6 @@ def _suspended(status: Mapping[str, Any]) -> bool:
 def _expired(policy: RunPolicy, status: Mapping[str, Any], now: datetime.datetime) -> bool:
     done = parse_time(status.get("completionTime"))
     ttl = policy.ttl_seconds_after_finished
-    return bool(status.get("phase") in TERMINAL and done and ttl is not None and (now - done).total_seconds() >= ttl)
+    return bool(
+        status.get("phase") in TERMINAL and done and ttl is not None and (now - done).total_seconds() >= ttl
+    )

@@ -42,7 +42,7 @@ def read(ip: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
     """Rank 0's current progress, or None when it cannot be reached (it may still be starting)."""
     url = f"http://{ip}:{port}/progress"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http to a pod IP
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return parse(response.read(64 * 1024))
     except (OSError, ValueError):
         return None

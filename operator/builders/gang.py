@@ -216,7 +216,7 @@ def volumes(gang: Gang) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     pairs.append(
         (
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - the collectives' shared memory
         )
     )
     for vol in [*gang.mounts, *gang.topology.volumes]:

@@ -31,9 +31,7 @@ def trainer_gang(owner: Mapping[str, Any], spec: PretrainJobSpec, attempt: int) 
     )
 
 
-def children(
-    owner: Mapping[str, Any], spec: PretrainJobSpec, attempt: int, workers: bool
-) -> list[Manifest]:
+def children(owner: Mapping[str, Any], spec: PretrainJobSpec, attempt: int, workers: bool) -> list[Manifest]:
     gang = trainer_gang(owner, spec, attempt)
     out = [gangs.headless_service(gang), config_map(owner, spec)]
     if workers:
@@ -77,7 +75,9 @@ def program(spec: PretrainJobSpec) -> list[str]:
     """What torchrun starts: the user's command when given, else the vlmop trainer with the spec."""
     if spec.topology.command:
         return [*spec.topology.command, *spec.topology.args]
-    model = ["--model-path", spec.model.path] if spec.model.path else ["--model-preset", str(spec.model.preset)]
+    model = (
+        ["--model-path", spec.model.path] if spec.model.path else ["--model-preset", str(spec.model.preset)]
+    )
     opt, ckpt, data = spec.optimization, spec.checkpoint, spec.data
     return [
         "-m",

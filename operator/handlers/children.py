@@ -12,7 +12,11 @@ from vlmop.operator.builders.common import HASH, MANAGED_BY, OWNER_KIND, OWNER_N
 from vlmop.operator.kube import ChildRef
 from vlmop.operator.lifecycle import JobView, PodView
 
-SELECTOR = {MANAGED_BY: "vlmop", OWNER_KIND: kopf.PRESENT, OWNER_NAME: kopf.PRESENT}
+SELECTOR: dict[str, Any] = {
+    MANAGED_BY: "vlmop",
+    OWNER_KIND: kopf.PRESENT,
+    OWNER_NAME: kopf.PRESENT,
+}
 Key = tuple[str, str, str]
 
 
@@ -46,7 +50,7 @@ def worker_jobs(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, Job
 @kopf.index("v1", "pods", id="worker_pods", labels=SELECTOR)
 def worker_pods(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, PodView]:
     meta = body.metadata
-    controller = next((r for r in meta.get("ownerReferences", []) if r.get("controller")), {})
+    controller: dict[str, Any] = next((r for r in meta.get("ownerReferences", []) if r.get("controller")), {})
     index = meta.annotations.get("batch.kubernetes.io/job-completion-index")
     return {
         owner_key(body): PodView(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -24,7 +24,8 @@ RESYNC_SECONDS = float(os.environ.get("VLMOP_RESYNC_SECONDS", "10"))
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
 @kopf.on.create(GROUP, VERSION, KIND.plural)
 @kopf.on.update(GROUP, VERSION, KIND.plural)
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+# The index kwargs are passed by name, which kopf's TimerFn protocol does not spell out.
+@kopf.timer(GROUP, VERSION, KIND.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
 def reconcile(
     body: kopf.Body,
     patch: kopf.Patch,
@@ -43,7 +44,7 @@ def reconcile(
         spec = PretrainJobSpec.model_validate(dict(body["spec"]))
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
         key = (namespace, KIND.kind, name)
-        current = dict(body.get("status") or {})
+        current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
         attempt_job = build.trainer_gang(body, spec, int(current.get("restarts") or 0)).job
         decision = lifecycle.decide(
             policy=spec.run_policy,
@@ -52,15 +53,21 @@ def reconcile(
             generation=body.metadata.get("generation"),
             job=next((j for j in worker_jobs.get(key, []) if j.name == attempt_job), None),
             pods=list(worker_pods.get(key, [])),
-            now=datetime.datetime.now(datetime.UTC),
+            now=at,
         )
         if decision.delete_self:
             logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
             kube.delete_owner(body, KIND.plural)
             return
         desired = build.children(body, spec, decision.status["restarts"], decision.workers)
-        writes = kube.converge(namespace, desired, children.get(key, []))
-        metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+        try:
+            metrics.CHILD_WRITES.labels(KIND.kind).inc(
+                kube.converge(namespace, desired, children.get(key, []))
+            )
+        except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
+            lifecycle.blocked(
+                decision, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
+            )
         report(decision, spec.metrics_port)
         for type_, reason, message in decision.events:
             kopf.event(body, type=type_, reason=reason, message=message)
@@ -79,6 +86,6 @@ def report(decision: lifecycle.Decision, port: int) -> None:
         found = progress.parse(rank0.message) if rank0.message else None
     if not found:
         return
-    status = cast(dict[str, Any], decision.status)
+    status = decision.status
     status.update({k: found[k] for k in progress.STATUS_KEYS if k in found})
     status["progress"] = progress.summary(status) or status.get("progress")

@@ -5,6 +5,7 @@ port, and writes the same JSON as its termination message when it ends. The oper
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -125,8 +126,6 @@ class Reporter:
             text = json.dumps(self.progress.to_json())
         if len(text) > MESSAGE_LIMIT and message:
             return self.terminate(message[: MESSAGE_LIMIT // 2])
-        try:
+        with contextlib.suppress(OSError):  # outside Kubernetes there is no termination log
             path.write_text(text)
-        except OSError:
-            pass  # outside Kubernetes there is no termination log
         return None

@@ -46,7 +46,7 @@ class TrainConfig:
             return loaded
         spec = DeepSpeed(
             zero_stage=self.zero_stage,
-            precision=self.precision,  # type: ignore[arg-type]
+            precision=self.precision,
             micro_batch_size=self.micro_batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
         )

@@ -109,10 +109,14 @@ class PaddedText:
         return len(self.docs)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return padded(torch.from_numpy(np.array(self.docs[index][: self.seq_length])), self.seq_length, self.pad_id)
+        return padded(
+            torch.from_numpy(np.array(self.docs[index][: self.seq_length])), self.seq_length, self.pad_id
+        )
 
 
-def padded(ids: torch.Tensor, length: int, pad_id: int, no_loss: torch.Tensor | None = None) -> dict[str, Any]:
+def padded(
+    ids: torch.Tensor, length: int, pad_id: int, no_loss: torch.Tensor | None = None
+) -> dict[str, Any]:
     n = len(ids)
     input_ids = torch.full((length,), pad_id, dtype=torch.long)
     input_ids[:n] = ids
@@ -218,7 +222,9 @@ class Order:
         cache = self.__dict__.setdefault("_cache", {})
         if epoch not in cache:
             cache.clear()
-            cache[epoch] = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
+            cache[epoch] = torch.randperm(
+                self.size, generator=torch.Generator().manual_seed(self.seed + epoch)
+            )
         return cache[epoch]  # type: ignore[no-any-return]
 
 

@@ -39,7 +39,7 @@ def preset_config(name: str) -> transformers.PretrainedConfig:
             patch_size=8,
         )
         return transformers.LlavaConfig(
-            vision_config=vision, text_config=_tiny_text(), image_token_id=IMAGE_TOKEN, image_seq_length=16
+            vision_config=vision, text_config=_tiny_text(), image_token_index=IMAGE_TOKEN, image_seq_length=16
         )
     if name == "qwen2.5-0.5b":  # the shape of Qwen2.5-0.5B (InternVL3.5-1B's language model)
         return transformers.Qwen2Config(
@@ -50,7 +50,7 @@ def preset_config(name: str) -> transformers.PretrainedConfig:
             num_attention_heads=14,
             num_key_value_heads=2,
             max_position_embeddings=32768,
-            rope_theta=1e6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6},
             tie_word_embeddings=True,
         )
     raise ValueError(f"unknown model preset {name!r}: choose tiny, tiny-vl or qwen2.5-0.5b")
@@ -67,7 +67,11 @@ def build(preset: str | None, path: Path | None) -> torch.nn.Module:
     """A model in fp32 (DeepSpeed casts to bf16/fp16 from its config)."""
     if path is not None:
         config = transformers.AutoConfig.from_pretrained(path)
-        auto = transformers.AutoModelForImageTextToText if is_vision(config) else transformers.AutoModelForCausalLM
+        auto = (
+            transformers.AutoModelForImageTextToText
+            if is_vision(config)
+            else transformers.AutoModelForCausalLM
+        )
         model: torch.nn.Module = auto.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
         return model
     config = preset_config(preset or "tiny")
@@ -77,10 +81,10 @@ def build(preset: str | None, path: Path | None) -> torch.nn.Module:
 def model_class(config: transformers.PretrainedConfig) -> type[torch.nn.Module]:
     """The class of a preset's model (concrete classes, so nothing depends on Auto* mappings)."""
     if is_vision(config):
-        return transformers.LlavaForConditionalGeneration  # type: ignore[no-any-return]
+        return transformers.LlavaForConditionalGeneration
     if isinstance(config, transformers.Qwen2Config):
-        return transformers.Qwen2ForCausalLM  # type: ignore[no-any-return]
-    return transformers.LlamaForCausalLM  # type: ignore[no-any-return]
+        return transformers.Qwen2ForCausalLM
+    return transformers.LlamaForCausalLM
 
 
 def config_of(model: torch.nn.Module) -> transformers.PretrainedConfig:

@@ -144,7 +144,12 @@ class Trainer:
         checkpoint.save_rng(directory, self.rank)
         dist.barrier()  # every rank's shards and RNG are on disk before the marker
         if self.rank == 0:
-            state = {"step": self.step, "tokens": self.tokens, "world_size": self.world, "config": asdict(self.cfg)}
+            state = {
+                "step": self.step,
+                "tokens": self.tokens,
+                "world_size": self.world,
+                "config": asdict(self.cfg),
+            }
             self.store.mark_complete(directory, json.loads(json.dumps(state, default=str)))
             self.store.prune(self.cfg.keep_last)
             if self.reporter:
@@ -197,7 +202,11 @@ class Trainer:
                 window = [*window[-9:], (time.perf_counter() - started, tokens)]
                 tps = sum(t for _, t in window) / sum(s for s, _ in window)
                 self._report(loss, tps, peak)
-                if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.total_steps or self.stop_requested:
+                if (
+                    self.step % cfg.checkpoint_interval == 0
+                    or self.step == cfg.total_steps
+                    or self.stop_requested
+                ):
                     self.save()
                 if self.stop_requested:
                     self._finish(f"stopped by SIGTERM after saving step {self.step}")
@@ -222,7 +231,12 @@ class Trainer:
         )
         self.reporter.update(progress, tokens=self.tokens)
         if self.cfg.log_file:
-            line = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0], "tokens_per_second": tps}
+            line = {
+                "step": self.step,
+                "loss": loss,
+                "lr": self.scheduler.get_last_lr()[0],
+                "tokens_per_second": tps,
+            }
             with self.cfg.log_file.open("a") as f:
                 f.write(json.dumps(line) + "\n")
 

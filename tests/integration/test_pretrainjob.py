@@ -1,0 +1,274 @@
+"""The real operator turns examples/pretrainjob.yaml into its children on the local API server, follows
+the worker pods through a failure (whole-group restart), suspension and success, reads rank 0's live
+progress from the trainer's own reporter, and never deletes the checkpoint claim.
+
+The emulator runs no Job controller and no kubelet, so the test plays both: it creates the pods an
+Indexed Job would (owned by it, with the completion-index annotation) and writes their status."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiException, BatchV1Api, CoreV1Api, CustomObjectsApi
+
+from vlmop.operator.api import PRETRAINJOB
+from vlmop.operator.localapi.cluster import LocalCluster, free_port
+from vlmop.workloads.common.progress import Progress, Reporter
+
+G, V, NS = "vlmop.io", "v1alpha1", "default"
+PODGROUP_CRD = {  # what installing scheduler-plugins adds, so the coscheduling example has its PodGroup
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podgroups.scheduling.x-k8s.io"},
+    "spec": {
+        "group": "scheduling.x-k8s.io",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "PodGroup",
+            "plural": "podgroups",
+            "singular": "podgroup",
+            "listKind": "PodGroupList",
+        },
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def podgroups(cluster: LocalCluster) -> None:
+    from kubernetes.client import ApiextensionsV1Api
+
+    ApiextensionsV1Api(cluster.client).create_custom_resource_definition(PODGROUP_CRD)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def reporter() -> Iterator[tuple[Reporter, int]]:
+    """The trainer's real progress endpoint, standing in for rank 0 at the pod IP 127.0.0.1."""
+    reporter, port = Reporter(), free_port()
+    reporter.serve(port, "127.0.0.1")
+    yield reporter, port
+    reporter.close()
+
+
+def job_doc(examples: dict[str, Any], name: str, port: int = 9400, **run_policy: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(examples["pretrainjob"])
+    doc["metadata"]["name"] = name
+    doc["spec"]["metricsPort"] = port
+    doc["spec"]["runPolicy"].update(run_policy)
+    return doc
+
+
+class Kubelet:
+    """Creates and updates the pods an Indexed Job would have, as the Job controller and kubelet do."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.core, self.batch = CoreV1Api(cluster.client), BatchV1Api(cluster.client)
+
+    def job(self, name: str) -> Any:
+        return self.batch.read_namespaced_job(name, NS)
+
+    def start(self, job_name: str, nodes: int = 2, phase: str = "Running") -> list[str]:
+        job = self.job(job_name)
+        template = job.spec.template.metadata
+        names = []
+        for index in range(nodes):
+            pod = {
+                "metadata": {
+                    "name": f"{job_name}-{index}-abcde",
+                    "labels": dict(template.labels),
+                    "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": job_name,
+                            "uid": job.metadata.uid,
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": {"containers": [{"name": "trainer", "image": "x"}]},
+            }
+            self.core.create_namespaced_pod(NS, pod)
+            self.set(pod["metadata"]["name"], phase)
+            names.append(pod["metadata"]["name"])
+        return names
+
+    def set(self, pod: str, phase: str, message: str | None = None, exit_code: int = 0) -> None:
+        status: dict[str, Any] = {"phase": phase, "podIP": "127.0.0.1"}
+        if message is not None:
+            terminated = {
+                "exitCode": exit_code,
+                "reason": "Error" if exit_code else "Completed",
+                "message": message,
+            }
+            status["containerStatuses"] = [
+                {
+                    "name": "trainer",
+                    "image": "x",
+                    "imageID": "x",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+            ]
+        self.core.patch_namespaced_pod_status(pod, NS, {"status": status})
+
+    def jobs(self, owner: str) -> list[str]:
+        items = self.batch.list_namespaced_job(NS, label_selector=f"vlmop.io/owner-name={owner}").items
+        return sorted(j.metadata.name for j in items)
+
+
+def status_of(cluster: LocalCluster, name: str) -> dict[str, Any]:
+    return dict(cluster.get(PRETRAINJOB, name).get("status") or {})
+
+
+def wait_status(cluster: LocalCluster, name: str, what: str, **expected: Any) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def check() -> bool:
+        seen.update(status_of(cluster, name))
+        return all(seen.get(k) == v for k, v in expected.items())
+
+    cluster.wait(check, 30, f"{name}: {what} ({expected}); last status {seen}")
+    return seen
+
+
+def test_example_runs_fails_restarts_and_succeeds(
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None, reporter: tuple[Reporter, int]
+) -> None:
+    progress_server, port = reporter
+    kubelet = Kubelet(cluster)
+    cluster.apply(job_doc(examples, "lifecycle", port))
+    wait_status(cluster, "lifecycle", "workers created", phase="Pending", restarts=0)
+    assert kubelet.jobs("lifecycle") == ["lifecycle-r0"]
+    assert cluster.core.read_namespaced_service("lifecycle-workers", NS).spec.cluster_ip == "None"
+    assert "ds_config.json" in cluster.core.read_namespaced_config_map("lifecycle-config", NS).data
+    custom = CustomObjectsApi(cluster.client)
+    group = custom.get_namespaced_custom_object(
+        "scheduling.x-k8s.io", "v1alpha1", NS, "podgroups", "lifecycle-r0"
+    )
+    assert group["spec"]["minMember"] == 2
+
+    # Both workers run; rank 0's reporter says how far it got.
+    progress_server.update(Progress(step=40, total_steps=200, loss=3.5, tokens_per_second=1200.0))
+    progress_server.checkpointed(40, "/checkpoints/step-00000040")
+    pods = kubelet.start("lifecycle-r0")
+    running = wait_status(cluster, "lifecycle", "running with progress", phase="Running", step=40)
+    assert (running["totalSteps"], running["loss"], running["tokensPerSecond"]) == (200, 3.5, 1200.0)
+    assert running["latestCheckpoint"] == "/checkpoints/step-00000040"
+    assert running["progress"] == "40/200 steps (20%)" and running["startTime"]
+
+    # Worker 1 dies: the whole group restarts as attempt r1; r0, its pods and its PodGroup go.
+    kubelet.set(pods[1], "Failed", "RuntimeError: NCCL watchdog timeout", exit_code=1)
+    restarting = wait_status(cluster, "lifecycle", "the group to restart", phase="Restarting", restarts=1)
+    progressing = next(c for c in restarting["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "Restarting" and "NCCL watchdog timeout" in progressing["message"]
+    cluster.wait(lambda: kubelet.jobs("lifecycle") == ["lifecycle-r1"], 30, "attempt r1 to replace r0")
+    cluster.wait(
+        lambda: not cluster.core.list_namespaced_pod(NS, label_selector="vlmop.io/attempt=0").items,
+        30,
+        "r0's pods to be collected",
+    )
+    with pytest.raises(ApiException, match="Not Found"):
+        custom.get_namespaced_custom_object(
+            "scheduling.x-k8s.io", "v1alpha1", NS, "podgroups", "lifecycle-r0"
+        )
+    env = {e.name: e.value for e in kubelet.job("lifecycle-r1").spec.template.spec.containers[0].env}
+    assert env["MASTER_ADDR"].startswith("lifecycle-r1-0.lifecycle-workers.")
+
+    # The new attempt runs to completion; rank 0's termination message carries the final progress.
+    progress_server.close()
+    pods = kubelet.start("lifecycle-r1")
+    wait_status(cluster, "lifecycle", "running again", phase="Running")
+    final = '{"step": 200, "totalSteps": 200, "loss": 2.25, "latestCheckpoint": "/checkpoints/step-00000200"}'
+    kubelet.set(pods[0], "Succeeded", final)
+    kubelet.set(pods[1], "Succeeded", "")
+    done = wait_status(cluster, "lifecycle", "success", phase="Succeeded")
+    assert (done["step"], done["loss"], done["restarts"], done["progress"]) == (
+        200,
+        2.25,
+        1,
+        "200/200 steps (100%)",
+    )
+    assert (
+        done["completionTime"] and {c["type"]: c["status"] for c in done["conditions"]}["Succeeded"] == "True"
+    )
+    assert kubelet.jobs("lifecycle") == ["lifecycle-r1"]  # kept after success, for its logs
+    events = cluster.core.list_namespaced_event(NS).items
+    assert any(e.reason == "Restarting" and e.involved_object.name == "lifecycle" for e in events)
+
+
+def test_backoff_limit_exceeded_fails_with_the_pod_message(
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+) -> None:
+    kubelet = Kubelet(cluster)
+    cluster.apply(job_doc(examples, "fragile", backoffLimit=0))
+    wait_status(cluster, "fragile", "workers created", phase="Pending")
+    pods = kubelet.start("fragile-r0")
+    kubelet.set(pods[0], "Failed", "torch.OutOfMemoryError: CUDA out of memory", exit_code=1)
+    failed = wait_status(cluster, "fragile", "failure", phase="Failed")
+    condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
+    assert condition["status"] == "True" and condition["reason"] == "BackoffLimitExceeded"
+    assert "CUDA out of memory" in condition["message"] and failed["restarts"] == 0
+    cluster.wait(lambda: kubelet.jobs("fragile") == [], 30, "the failed attempt's workers to stop")
+
+
+def test_suspend_stops_workers_and_resume_starts_them(
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+) -> None:
+    kubelet = Kubelet(cluster)
+    cluster.apply(job_doc(examples, "pausable"))
+    wait_status(cluster, "pausable", "workers created", phase="Pending")
+    kubelet.start("pausable-r0")
+    wait_status(cluster, "pausable", "running", phase="Running")
+    patch = {"spec": {"runPolicy": {"suspend": True}}}
+    cluster.custom.patch_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "pausable", patch)
+    wait_status(cluster, "pausable", "suspension", phase="Suspended")
+    cluster.wait(lambda: kubelet.jobs("pausable") == [], 30, "the workers to stop")
+    patch["spec"]["runPolicy"]["suspend"] = False
+    cluster.custom.patch_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "pausable", patch)
+    resumed = wait_status(cluster, "pausable", "resumption", phase="Pending", restarts=0)
+    assert {c["type"]: c["reason"] for c in resumed["conditions"]}["Suspended"] == "Resumed"
+    cluster.wait(lambda: kubelet.jobs("pausable") == ["pausable-r0"], 30, "the workers to start again")
+    # The old pods (still listed: nothing deletes them here) belong to the deleted Job: they do not
+    # count, so the resumed job waits for its new pods instead of calling itself Running.
+    assert status_of(cluster, "pausable")["phase"] == "Pending"
+
+
+def test_deleting_the_job_keeps_the_checkpoint_claim(
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+) -> None:
+    claim = {
+        "metadata": {"name": "keep-me-checkpoints"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    cluster.core.create_namespaced_persistent_volume_claim(NS, claim)
+    doc = job_doc(examples, "keep-me")
+    doc["spec"]["checkpoint"]["claimName"] = "keep-me-checkpoints"
+    cluster.apply(doc)
+    wait_status(cluster, "keep-me", "workers created", phase="Pending")
+    cluster.custom.delete_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "keep-me")
+    kubelet = Kubelet(cluster)
+    cluster.wait(lambda: kubelet.jobs("keep-me") == [], 30, "the children to be collected")
+    assert cluster.core.read_namespaced_persistent_volume_claim("keep-me-checkpoints", NS).metadata.name
+
+
+def test_a_long_name_is_rejected_at_admission(cluster: LocalCluster, examples: dict[str, Any]) -> None:
+    with pytest.raises(ApiException) as error:
+        cluster.apply(job_doc(examples, "x" * 41))
+    assert error.value.status == 422 and "metadata.name may have at most 40 characters" in str(
+        error.value.body
+    )

@@ -1,0 +1,120 @@
+"""The gang lifecycle as a pure function: pods of the current attempt -> phase, conditions, restarts,
+and whether the workers should exist."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from vlmop.operator.api.common import RunPolicy
+from vlmop.operator.lifecycle import JobView, PodView, decide
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+JOB = JobView(name="j-r0", uid="job-0")
+
+
+def pods(*phases: str, uid: str = "job-0", message: str = "") -> list[PodView]:
+    return [PodView(f"p{i}", uid, i, phase, f"10.0.0.{i}", message) for i, phase in enumerate(phases)]
+
+
+def run(
+    status: dict[str, Any] | None = None,
+    job: JobView | None = JOB,
+    workers: list[PodView] = (),
+    **policy: Any,
+):  # type: ignore[no-untyped-def, assignment]
+    return decide(
+        policy=RunPolicy(**policy),
+        nodes=2,
+        status=status or {},
+        generation=3,
+        job=job,
+        pods=list(workers),
+        now=NOW,
+    )
+
+
+def conds(decision: Any) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in decision.status["conditions"]}
+
+
+def test_new_job_is_pending_with_a_start_time() -> None:
+    d = run(job=None)
+    assert (d.status["phase"], d.workers, d.status["restarts"]) == ("Pending", True, 0)
+    assert d.status["startTime"] == "2026-01-01T12:00:00Z" and d.status["observedGeneration"] == 3
+    assert conds(d)["Progressing"] == ("True", "Created")
+
+
+def test_all_workers_running_is_running_and_rank0_is_found() -> None:
+    d = run(workers=pods("Running", "Running"))
+    assert d.status["phase"] == "Running" and d.rank0 is not None and d.rank0.index == 0
+
+
+def test_pods_of_another_job_do_not_count() -> None:
+    d = run(workers=pods("Failed", "Failed", uid="old-job"))
+    assert d.status["phase"] == "Pending" and d.status["restarts"] == 0 and d.rank0 is None
+
+
+def test_a_failed_worker_restarts_the_group() -> None:
+    d = run({"phase": "Running", "restarts": 0}, workers=pods("Running", "Failed", message="OOMKilled"))
+    assert (d.status["phase"], d.status["restarts"], d.workers) == ("Restarting", 1, True)
+    assert conds(d)["Progressing"] == ("True", "Restarting")
+    assert d.events and "p1 (rank 1) failed: OOMKilled" in d.events[0][2]
+
+
+def test_a_failed_job_condition_counts_as_a_failure() -> None:
+    d = run({"restarts": 0}, job=JobView("j-r0", "job-0", failed="BackoffLimitExceeded"))
+    assert d.status["restarts"] == 1
+
+
+def test_backoff_limit_exceeded_fails_with_the_pod_message() -> None:
+    d = run(
+        {"phase": "Running", "restarts": 2},
+        workers=pods("Failed", "Running", message="CUDA error"),
+        backoff_limit=2,
+    )
+    assert (d.status["phase"], d.workers) == ("Failed", False)
+    assert conds(d)["Failed"] == ("True", "BackoffLimitExceeded")
+    failed = next(c for c in d.status["conditions"] if c["type"] == "Failed")
+    assert "CUDA error" in failed["message"] and d.status["completionTime"]
+
+
+def test_all_succeeded_is_succeeded_and_keeps_the_job() -> None:
+    d = run({"phase": "Running"}, workers=pods("Succeeded", "Succeeded"))
+    assert (d.status["phase"], d.workers) == ("Succeeded", True)
+    assert conds(d)["Succeeded"] == ("True", "Succeeded") and conds(d)["Failed"][0] == "False"
+
+
+def test_suspend_stops_workers_and_resume_restarts_them() -> None:
+    d = run({"phase": "Running", "restarts": 1}, workers=pods("Running", "Running"), suspend=True)
+    assert (d.status["phase"], d.workers, d.status["restarts"]) == ("Suspended", False, 1)
+    assert conds(d)["Suspended"] == ("True", "Suspended")
+    resumed = run(d.status, job=None)
+    assert (resumed.status["phase"], resumed.workers) == ("Pending", True)
+    assert conds(resumed)["Suspended"] == ("False", "Resumed")
+
+
+def test_deadline_fails_and_stops_the_workers() -> None:
+    d = run(
+        {"startTime": "2026-01-01T11:00:00Z"}, workers=pods("Running", "Running"), active_deadline_seconds=600
+    )
+    assert (d.status["phase"], d.workers) == ("Failed", False)
+    assert conds(d)["Failed"] == ("True", "DeadlineExceeded")
+
+
+def test_ttl_after_finished_deletes_the_job() -> None:
+    done = {"phase": "Succeeded", "completionTime": "2026-01-01T11:59:00Z"}
+    assert run(done, ttl_seconds_after_finished=30).delete_self
+    assert not run(done, ttl_seconds_after_finished=3600).delete_self
+    assert not run(done).delete_self
+
+
+def test_terminal_phases_stick() -> None:
+    failed = run({"phase": "Failed", "restarts": 3}, workers=pods("Failed", "Failed"))
+    assert (failed.status["phase"], failed.status["restarts"], failed.workers) == ("Failed", 3, False)
+
+
+def test_same_inputs_same_status() -> None:
+    first = run({"phase": "Running"}, workers=pods("Running", "Running"))
+    again = run(first.status, workers=pods("Running", "Running"))
+    assert again.status == first.status and not again.events

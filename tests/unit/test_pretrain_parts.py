@@ -1,0 +1,135 @@
+"""The trainer's pure parts without DeepSpeed: data order, packing, checkpoint bookkeeping, LR schedule,
+and the progress contract between rank 0 and the operator."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlmop.operator import progress
+from vlmop.workloads.common import checkpoint
+from vlmop.workloads.common.progress import Progress, Reporter
+from vlmop.workloads.pretrain import data
+from vlmop.workloads.pretrain.config import parse
+from vlmop.workloads.pretrain.trainer import schedule
+
+
+def test_order_is_addressed_by_step_disjoint_across_ranks_and_reshuffled_per_epoch() -> None:
+    order = data.Order(size=20, seed=7, micro=2, accumulation=2, world=2)
+    step0 = [i for r in range(2) for mb in order.micro_batches(0, r) for i in mb]
+    assert len(step0) == len(set(step0)) == 8
+    assert order.micro_batches(3, 1) == data.Order(20, 7, 2, 2, 2).micro_batches(3, 1)  # no hidden state
+    epoch0 = [order.index(p) for p in range(20)]
+    epoch1 = [order.index(p) for p in range(20, 40)]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(20)) and epoch0 != epoch1
+
+
+def test_packing_joins_documents_with_eos_and_cuts_full_sequences(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.arange(3, 13))
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "hi"}) + "\n")
+    packed = data.load(tmp_path, "text", 4, True, data.ByteTokenizer())
+    assert len(packed) == 3  # 10 + eos + 2 + eos = 14 tokens -> 3 sequences of 4
+    assert packed[2]["input_ids"].tolist() == [11, 12, 2, ord("h") + 3]  # 2 leftover tokens dropped
+    unpacked = data.load(tmp_path, "text", 4, False, data.ByteTokenizer())
+    second = unpacked[1]
+    assert second["labels"].tolist() == [ord("h") + 3, ord("i") + 3, -100, -100]
+    assert second["attention_mask"].tolist() == [1, 1, 0, 0]
+
+
+def test_image_text_masks_image_tokens_and_normalises_pixels(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.full((8, 8, 3), 255, dtype=np.uint8))
+    (tmp_path / "p.jsonl").write_text(json.dumps({"image": "x.npy", "text": "ok"}))
+    vision = {"image_token": 300, "image_tokens": 4, "image_size": 4}
+    sample = data.load(tmp_path, "image-text", 10, True, data.ByteTokenizer(), vision)[0]
+    assert sample["input_ids"][:5].tolist() == [1, 300, 300, 300, 300]
+    assert sample["labels"][1:5].tolist() == [-100] * 4 and sample["labels"][5] == ord("o") + 3
+    assert sample["pixel_values"].shape == (3, 4, 4) and torch.allclose(sample["pixel_values"], torch.ones(1))
+    with pytest.raises(ValueError, match="vision-language model"):
+        data.load(tmp_path, "image-text", 10, True, data.ByteTokenizer())
+
+
+def test_too_little_data_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match="fewer than one sequence"):
+        data.load(tmp_path, "text", 64, True, data.ByteTokenizer())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no \.npy/\.txt/\.jsonl files"):
+        data.load(tmp_path / "empty", "text", 64, True, data.ByteTokenizer())
+
+
+def test_only_complete_checkpoints_count_and_old_ones_are_pruned(tmp_path: Path) -> None:
+    store = checkpoint.Store(tmp_path)
+    for step in (4, 8, 12, 16):
+        (tmp_path / checkpoint.tag(step)).mkdir()
+    for step in (4, 8, 12):
+        store.mark_complete(tmp_path / checkpoint.tag(step), {"step": step})
+    assert store.latest() == tmp_path / "step-00000012"  # 16 died mid-save: not trusted
+    assert store.resolve("none") is None
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        store.resolve(str(tmp_path / "step-00000016"))
+    removed = store.prune(keep=2)
+    assert [p.name for p in removed] == ["step-00000004"]
+    assert [p.name for p in store.complete()] == ["step-00000008", "step-00000012"]
+    assert (tmp_path / "step-00000016").exists()  # newer than the latest complete: maybe in progress
+    assert checkpoint.state(tmp_path / "step-00000012") == {"step": 12}
+
+
+def test_rng_round_trips_through_json(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    random.seed(1)
+    checkpoint.save_rng(tmp_path, 0)
+    expected = (torch.rand(3), random.random())  # noqa: S311 - checking RNG state, not crypto
+    torch.manual_seed(99)
+    random.seed(99)
+    assert checkpoint.load_rng(tmp_path, 0)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]  # noqa: S311
+    assert not checkpoint.load_rng(tmp_path, 5)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor() -> None:
+    cfg = parse(
+        ["--data", "x", "--lr", "1.0", "--min-lr", "0.1", "--warmup-steps", "4", "--total-steps", "14"]
+    )
+    f = schedule(cfg)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(14) == pytest.approx(0.1) and f(9) == pytest.approx(0.55)
+    assert schedule(parse(["--data", "x", "--lr-schedule", "constant"]))(500) == 1.0
+
+
+def test_progress_contract_between_trainer_and_operator() -> None:
+    report = Progress(
+        step=5, total_steps=10, loss=2.5, tokens_per_second=100.0, latest_checkpoint="/c/step-5"
+    )
+    parsed = progress.parse(json.dumps(report.to_json()))
+    assert parsed == {
+        "step": 5,
+        "totalSteps": 10,
+        "loss": 2.5,
+        "tokensPerSecond": 100.0,
+        "latestCheckpoint": "/c/step-5",
+    }
+    assert progress.summary(parsed) == "5/10 steps (50%)"
+    for junk in ("not json", "[1, 2]", '{"step": "five"}', '{"loss": NaN}', b"\xff\xfe"):
+        assert progress.parse(junk) is None
+    assert progress.parse(json.dumps({"step": 1, "latestCheckpoint": "x" * 5000})) == {"step": 1}
+
+
+def test_reporter_serves_metrics_and_progress() -> None:
+    import urllib.request
+
+    reporter = Reporter()
+    port = reporter.serve(0, "127.0.0.1")
+    try:
+        reporter.update(Progress(step=3, total_steps=9, loss=1.25), tokens=300)
+        assert progress.read("127.0.0.1", port) == {"step": 3, "totalSteps": 9, "loss": 1.25}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert 'vlmop_train_step{job="pretrain"} 3.0' in text and "vlmop_train_tokens_total" in text
+    finally:
+        reporter.close()
+    assert progress.read("127.0.0.1", port, timeout=0.5) is None  # gone: the operator just skips it
