@@ -14,7 +14,7 @@ import yaml
 from vlmop.operator.localapi.cluster import LocalCluster, kind_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results as results_csv  # noqa: E402 - bench/ is a folder of scripts, not a package
+import results as results_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results  # noqa: E402 - bench/ is a folder of scripts, not a package
+import results
 
-from vlmop.workloads.pretrain import models  # noqa: E402
-from vlmop.workloads.pretrain.trainer import PEAK_FLOPS, param_groups  # noqa: E402
+from vlmop.workloads.pretrain import models
+from vlmop.workloads.pretrain.trainer import PEAK_FLOPS, param_groups
 
 
 def corpus(directory: Path, tokens: int, vocab: int) -> Path:
@@ -55,7 +55,7 @@ def plain(args: argparse.Namespace) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        float(loss)  # the trainer reads its loss every step too
+        loss.detach().item()  # the trainer reads its loss every step too
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -110,9 +110,8 @@ def main() -> None:
     base = plain(args)
     with tempfile.TemporaryDirectory() as tmp:
         ours = trainer(args, Path(tmp))
-    variant = (
-        f"{args.preset} {args.precision} seq{args.seq_length} mbs{args.micro_batch_size} zero{args.zero_stage}"
-    )
+    shape = f"seq{args.seq_length} mbs{args.micro_batch_size} zero{args.zero_stage}"
+    variant = f"{args.preset} {args.precision} {shape}"
     metrics = {
         "plain_tokens_per_second": base,
         "trainer_tokens_per_second": ours,

@@ -61,7 +61,7 @@ def write_crds(args: argparse.Namespace) -> None:
 def run_local(args: argparse.Namespace) -> None:
     from vlmop.operator import local  # needs the `local` extra (kmock)
 
-    local.main(args.files, serve=args.serve, timeout=args.timeout)
+    sys.exit(local.main(args.files, serve=args.serve, timeout=args.timeout, claims=args.claims))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("directory", nargs="?", default="crds", type=Path)
     crds.set_defaults(func=write_crds)
 
-    local = commands.add_parser("local", help="API server on loopback + CRDs + operator; apply CRs")
+    local = commands.add_parser(
+        "local", help="API server on loopback + CRDs + operator + local pods; apply CRs and follow them"
+    )
     local.add_argument("files", nargs="*", type=Path, help="YAML files or folders of CRs to apply")
     local.add_argument("--serve", action="store_true", help="keep running and print a kubeconfig")
-    local.add_argument("--timeout", type=float, default=60, help="seconds to wait for each status")
+    local.add_argument("--timeout", type=float, default=600, help="seconds to wait for each resource")
+    local.add_argument(
+        "--claims", type=Path, help="folder of claim directories (<claim name>/); default <files>/claims"
+    )
     local.set_defaults(func=run_local)
     return parser
 

@@ -53,8 +53,14 @@ def path(api_version: str, kind: str, namespace: str, name: str | None = None) -
     return f"{base}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
 
 
-def request(method: str, url: str, body: Any = None, content_type: str = "application/json") -> Any:
-    api = client()
+def request(
+    method: str,
+    url: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    api: kubernetes.client.ApiClient | None = None,
+) -> Any:
+    api = api or client()
     headers = {"Accept": "application/json", "Content-Type": content_type}
     params = api.param_serialize(method, url, header_params=headers, body=body, auth_settings=["BearerToken"])
     response = api.call_api(*params, _request_timeout=30)

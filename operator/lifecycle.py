@@ -8,6 +8,7 @@ after a restart or a suspension) never count for the new one."""
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,7 +114,7 @@ def decide(
         deadline = policy.active_deadline_seconds
         failed = next((p for p in mine if p.phase == "Failed"), None)
         failure = (
-            f"worker {failed.name} (rank {failed.index}) failed: {failed.message or 'no message'}"
+            f"worker {failed.name} (rank {failed.index}) failed: {reason_of(failed.message)}"
             if failed
             else (f"job {job.name} failed: {job.failed}" if job and job.failed else None)
         )
@@ -173,6 +174,15 @@ def blocked(
     status["conditions"] = st.merge_conditions(status["conditions"], [update], generation, stamp(now))
     if previous.get("reason") != reason:
         decision.events.append(("Warning", reason, message))
+
+
+def reason_of(message: str) -> str:
+    """What a failed pod said: the `message` of a trainer's JSON report, else the text itself."""
+    try:
+        report = json.loads(message)
+    except ValueError:
+        return message or "no message"
+    return str(report.get("message") or message) if isinstance(report, dict) else message
 
 
 def _rank(pod: PodView) -> tuple[int, str]:

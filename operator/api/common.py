@@ -60,6 +60,7 @@ class Toleration(ApiModel):
 class SecretKeyRef(ApiModel):
     name: str = Field(description="Name of a Secret in the resource's namespace.", min_length=1)
     key: str = Field(description="Key inside the Secret.", min_length=1)
+    optional: bool = Field(False, description="Leave the variable unset when the Secret or key is missing.")
 
 
 class EnvVar(ApiModel):

@@ -188,7 +188,8 @@ def environment(gang: Gang) -> list[dict[str, Any]]:
     for var in topo.env:
         if var.secret_key_ref:
             ref = var.secret_key_ref
-            env.append({"name": var.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+            selector = {"name": ref.name, "key": ref.key, "optional": ref.optional}
+            env.append({"name": var.name, "valueFrom": {"secretKeyRef": selector}})
         else:
             env.append({"name": var.name, "value": var.value or ""})
     return env

@@ -66,10 +66,14 @@ def worker_pods(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, Pod
 
 
 def termination_message(status: kopf.Status) -> str:
-    """The first terminated container's message (or reason and exit code), capped for status."""
+    """The first terminated container's message, capped for status. A trainer's message is its
+    progress JSON; it stays whole (the operator reads progress from it), and a crash's log tail is
+    cut to its last lines."""
     for container in status.get("containerStatuses") or []:
         done = (container.get("state") or {}).get("terminated")
         if done:
-            text = done.get("message") or f"{done.get('reason', 'Error')} (exit code {done.get('exitCode')})"
-            return str(text)[-2048:]
+            text = str(done.get("message") or "")
+            if not text:
+                return f"{done.get('reason', 'Error')} (exit code {done.get('exitCode')})"
+            return text if text.lstrip().startswith("{") else "\n".join(text.splitlines()[-8:])[-1024:]
     return ""

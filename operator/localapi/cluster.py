@@ -34,12 +34,33 @@ def kind_of(doc: dict[str, Any]) -> KindInfo:
     raise ValueError(f"not a vlmop resource: {doc.get('apiVersion')}/{doc.get('kind')}")
 
 
+def podgroup_crd(group: str, version: str) -> dict[str, Any]:
+    """A schemaless PodGroup CRD, standing in for what Volcano or scheduler-plugins install."""
+    names = {"kind": "PodGroup", "plural": "podgroups", "singular": "podgroup", "listKind": "PodGroupList"}
+    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"podgroups.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": names,
+            "versions": [{"name": version, "served": True, "storage": True, "schema": schema}],
+        },
+    }
+
+
 class LocalCluster:
-    def __init__(self, workdir: Path | None = None, operator_args: Iterable[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path | None = None, operator_args: Iterable[str] = (), claims: Path | None = None
+    ) -> None:
         self.server = BackgroundAPIServer()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="vlmop-local-"))
         self.operator_args = list(operator_args)
         self.operator: subprocess.Popen[bytes] | None = None
+        self.kubelet: Any = None
+        self.claims = claims
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.log_path = self.workdir / "operator.log"
@@ -56,6 +77,8 @@ class LocalCluster:
         return self
 
     def __exit__(self, *_: object) -> None:
+        if self.kubelet:
+            self.kubelet.stop()
         self.stop_operator()
         self.client.close()  # type: ignore[no-untyped-call]
         self.server.stop()
@@ -78,6 +101,17 @@ class LocalCluster:
         with self.log_path.open("ab") as log:
             self.operator = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait(lambda: self._alive(), timeout, "the operator to report live")
+
+    def start_kubelet(self) -> None:
+        """Run the pods of the Jobs the operator creates as local processes (localapi/kubelet.py).
+        One machine places a whole gang at once, so the PodGroup kinds are served as well."""
+        from vlmop.operator.localapi.kubelet import LocalKubelet
+
+        extensions = kubernetes.client.ApiextensionsV1Api(self.client)
+        for group, version in (("scheduling.x-k8s.io", "v1alpha1"), ("scheduling.volcano.sh", "v1beta1")):
+            extensions.create_custom_resource_definition(cast(Any, podgroup_crd(group, version)))
+        self.kubelet = LocalKubelet(self.client, self.workdir, self.claims)
+        self.kubelet.start()
 
     def _alive(self) -> bool:
         assert self.operator is not None

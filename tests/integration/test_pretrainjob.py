@@ -15,42 +15,19 @@ import pytest
 from kubernetes.client import ApiException, BatchV1Api, CoreV1Api, CustomObjectsApi
 
 from vlmop.operator.api import PRETRAINJOB
-from vlmop.operator.localapi.cluster import LocalCluster, free_port
+from vlmop.operator.localapi.cluster import LocalCluster, free_port, podgroup_crd
 from vlmop.workloads.common.progress import Progress, Reporter
 
 G, V, NS = "vlmop.io", "v1alpha1", "default"
-PODGROUP_CRD = {  # what installing scheduler-plugins adds, so the coscheduling example has its PodGroup
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "podgroups.scheduling.x-k8s.io"},
-    "spec": {
-        "group": "scheduling.x-k8s.io",
-        "scope": "Namespaced",
-        "names": {
-            "kind": "PodGroup",
-            "plural": "podgroups",
-            "singular": "podgroup",
-            "listKind": "PodGroupList",
-        },
-        "versions": [
-            {
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-            }
-        ],
-    },
-}
 
 
 @pytest.fixture(scope="module")
 def podgroups(cluster: LocalCluster) -> None:
     from kubernetes.client import ApiextensionsV1Api
 
-    ApiextensionsV1Api(cluster.client).create_custom_resource_definition(PODGROUP_CRD)  # type: ignore[arg-type]
+    # What installing scheduler-plugins adds, so the coscheduling example gets its PodGroup.
+    crd = podgroup_crd("scheduling.x-k8s.io", "v1alpha1")
+    ApiextensionsV1Api(cluster.client).create_custom_resource_definition(crd)  # type: ignore[arg-type]
 
 
 @pytest.fixture

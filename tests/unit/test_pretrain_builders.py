@@ -53,7 +53,9 @@ def test_example_becomes_service_config_podgroup_and_indexed_job(examples: dict[
     assert env(job)["NODE_RANK"] == {
         "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
     }
-    assert env(job)["WANDB_API_KEY"] == {"secretKeyRef": {"name": "wandb", "key": "api-key"}}
+    assert env(job)["WANDB_API_KEY"] == {
+        "secretKeyRef": {"name": "wandb", "key": "api-key", "optional": True}
+    }
     container = pod["containers"][0]
     assert container["command"][:2] == ["torchrun", "--nnodes=$(NNODES)"]
     assert container["command"][6:8] == ["-m", "vlmop.workloads.pretrain"]

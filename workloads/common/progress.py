@@ -119,13 +119,17 @@ class Reporter:
             self._server.server_close()
 
     def terminate(self, message: str | None = None) -> None:
-        """Write the final progress as the termination message (when the path is writable)."""
-        path = Path(os.environ.get("VLMOP_TERMINATION_LOG", TERMINATION_LOG))
+        """Write the final progress as the termination message."""
         with self._lock:
             self.progress.message = message
-            text = json.dumps(self.progress.to_json())
-        if len(text) > MESSAGE_LIMIT and message:
-            return self.terminate(message[: MESSAGE_LIMIT // 2])
-        with contextlib.suppress(OSError):  # outside Kubernetes there is no termination log
-            path.write_text(text)
-        return None
+            report = self.progress.to_json()
+        write_termination_message(report)
+
+
+def write_termination_message(report: dict[str, Any]) -> None:
+    """The pod's termination message (when the path is writable), its `message` cut to fit 4 KiB."""
+    if len(report.get("message") or "") > MESSAGE_LIMIT // 2:
+        report = {**report, "message": "..." + report["message"][-MESSAGE_LIMIT // 2 :]}
+    path = Path(os.environ.get("VLMOP_TERMINATION_LOG", TERMINATION_LOG))
+    with contextlib.suppress(OSError):  # outside Kubernetes there is no termination log
+        path.write_text(json.dumps(report))

@@ -59,6 +59,8 @@ def tokenizer_for(model_path: Path | None) -> Tokenizer:
 
 
 def files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if not path.exists():
+        raise FileNotFoundError(f"data path {path} does not exist")
     found = sorted(p for p in path.rglob("*") if p.suffix in suffixes) if path.is_dir() else [path]
     if not found:
         raise FileNotFoundError(f"no {'/'.join(suffixes)} files under {path}")
