@@ -34,7 +34,8 @@ def summary(obj: dict[str, Any]) -> str:
     return (
         f"{obj['kind']:<14} {obj['metadata']['name']:<20} {status.get('phase', '-'):<10} "
         f"{status.get('progress') or '':<22} {loss(status):<12}"
-        f"{shown.get('type', '-')}={shown.get('status', '-')} ({shown.get('reason', '-')}): {shown.get('message', '')}"
+        f"{shown.get('type', '-')}={shown.get('status', '-')} ({shown.get('reason', '-')}): "
+        f"{shown.get('message', '')}"
     )
 
 
