@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import kubernetes
+import psutil
 from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator import kube
@@ -69,9 +70,18 @@ class LocalKubelet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
-        for pod in self.pods.values():
-            _signal(pod.process, signal.SIGKILL)
-            pod.process.wait()
+        for name in list(self.pods):
+            self.kill(name)
+
+    def kill(self, pod: str) -> None:
+        """SIGKILL every process of the pod, as the kernel does to a container's cgroup (an OOM kill,
+        a lost node): torchrun starts its workers in sessions of their own, so the tree is walked."""
+        process = self.pods[pod].process
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+        process.wait()
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
@@ -89,10 +99,11 @@ class LocalKubelet:
         now = time.monotonic()
         for name, pod in list(self.pods.items()):
             if pod.job_uid not in jobs and pod.stopping is None:  # the Job was deleted
-                pod.stopping = now
-                _signal(pod.process, signal.SIGTERM)
+                pod.stopping = now  # SIGTERM to the container's first process; torchrun forwards it
+                with contextlib.suppress(ProcessLookupError):
+                    pod.process.send_signal(signal.SIGTERM)
             if pod.stopping is not None and now - pod.stopping > self.grace_seconds:
-                _signal(pod.process, signal.SIGKILL)
+                self.kill(name)
             code = pod.process.poll()
             if code is not None:
                 del self.pods[name]
@@ -222,11 +233,6 @@ class LocalKubelet:
         meta = pod["metadata"]
         with contextlib.suppress(ApiException):  # the pod may be gone with its Job
             self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
-
-
-def _signal(process: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
 
 
 def _expand(value: str, env: dict[str, str]) -> str:

@@ -190,7 +190,10 @@ class Trainer:
         cfg = self.cfg
         self.resume()
         if self.reporter and cfg.metrics_port:
-            self.reporter.serve(cfg.metrics_port)
+            try:
+                self.reporter.serve(cfg.metrics_port)
+            except OSError as error:  # progress still reaches the operator through the exit message
+                log.warning("metrics endpoint on port %d unavailable: %s", cfg.metrics_port, error)
         peak = peak_flops()
         window: list[tuple[float, int]] = []
         try:
