@@ -52,7 +52,8 @@ def test_example_is_accepted_and_observed(api: Any, namespace: str, example: str
         time.sleep(1)
     else:
         pytest.fail(f"{doc['kind']} was not observed by the operator within 120 s")
-    assert {c["type"] for c in obj["status"]["conditions"]} >= {"Ready", "Failed"}
+    expected = {"Progressing", "Failed"} if doc["kind"] == "PretrainJob" else {"Ready", "Failed"}
+    assert {c["type"] for c in obj["status"]["conditions"]} >= expected
     custom.delete_namespaced_custom_object("vlmop.io", "v1alpha1", namespace, plural, doc["metadata"]["name"])
 
 
@@ -65,3 +66,28 @@ def test_invalid_example_is_rejected_by_the_real_api_server(api: Any, namespace:
             "vlmop.io", "v1alpha1", namespace, "pretrainjobs", doc
         )
     assert error.value.status == 422 and "spec.topology.nodes" in error.value.body
+
+
+def test_pretrainjob_children_on_a_real_cluster(api: Any, namespace: str) -> None:
+    """The real Job controller takes the operator's Indexed Job: two pods with completion indexes.
+    (Without the example's claims the pods stay Pending; their creation is what is checked here.)"""
+    doc = yaml.safe_load((ROOT / "examples" / "pretrainjob.yaml").read_text())
+    doc["metadata"]["name"] = "children"
+    doc["spec"]["scheduling"] = {"gang": "none"}
+    api.CustomObjectsApi().create_namespaced_custom_object(
+        "vlmop.io", "v1alpha1", namespace, "pretrainjobs", doc
+    )
+    core, batch = api.CoreV1Api(), api.BatchV1Api()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod(namespace, label_selector="vlmop.io/owner-name=children").items
+        if len(pods) == 2:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the Indexed Job's two worker pods did not appear within 120 s")
+    job = batch.read_namespaced_job("children-r0", namespace)
+    assert job.spec.completion_mode == "Indexed" and job.spec.completions == 2
+    assert core.read_namespaced_service("children-workers", namespace).spec.cluster_ip == "None"
+    indexes = sorted(p.metadata.annotations["batch.kubernetes.io/job-completion-index"] for p in pods)
+    assert indexes == ["0", "1"]

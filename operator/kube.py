@@ -6,7 +6,7 @@ Reads come from kopf indexes (handlers/children.py), so a converged reconcile ma
 from __future__ import annotations
 
 import json
-import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +16,12 @@ from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator.builders.common import HASH, Manifest
 
-log = logging.getLogger(__name__)
 _client: kubernetes.client.ApiClient | None = None
 # Kinds whose spec cannot be patched in place (a Job's pod template is immutable): replaced instead.
 IMMUTABLE = frozenset({"Job", "PodGroup"})
+# An API found missing is asked for again only after this long.
+MISSING_RECHECK_SECONDS = 60.0
+_missing: dict[str, float] = {}
 # Kinds the operator does not index (their CRDs may be absent): created with their Job, deleted with it.
 COMPANIONS = frozenset({"PodGroup"})
 
@@ -80,15 +82,21 @@ def create(manifest: Manifest) -> None:
 
 
 def create_companion(manifest: Manifest) -> None:
+    api = f"{manifest['apiVersion']} {manifest['kind']}"
+    message = (
+        f"{api} is not served by this cluster: install its scheduler (Volcano or scheduler-plugins) "
+        "or change spec.scheduling.gang"
+    )
+    if time.monotonic() - _missing.get(api, -MISSING_RECHECK_SECONDS) < MISSING_RECHECK_SECONDS:
+        raise MissingAPI(message)  # known missing: a thousand waiting jobs make no requests for it
     try:
         create(manifest)
     except ApiException as error:
         if error.status != 404:
             raise
-        raise MissingAPI(
-            f"{manifest['apiVersion']} {manifest['kind']} is not served by this cluster: install its "
-            "scheduler (Volcano or scheduler-plugins) or change spec.scheduling.gang"
-        ) from error
+        _missing[api] = time.monotonic()
+        raise MissingAPI(message) from error
+    _missing.pop(api, None)
 
 
 def replace(manifest: Manifest) -> None:

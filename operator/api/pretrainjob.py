@@ -38,4 +38,10 @@ PRETRAINJOB = KindInfo(
     description="Pretrains a (vision-)language model with a gang of DeepSpeed workers.",
     spec=PretrainJobSpec,
     status=PretrainJobStatus,
+    printer_columns=(
+        ("Phase", "string", ".status.phase"),
+        ("Progress", "string", ".status.progress"),
+        ("Loss", "number", ".status.loss"),
+        ("Restarts", "integer", ".status.restarts"),
+    ),
 )
