@@ -3,6 +3,7 @@ checkpoint, train, checkpoint every N steps (and on SIGTERM), and report progres
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -64,12 +65,30 @@ def peak_flops() -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
+def tolerate_missing_compiler() -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce at init and crashes without a C++
+    compiler; gloo alone is correct (only slower), so a failed build falls back to it."""
+    backend = importlib.import_module("deepspeed.comm.torch")  # `deepspeed.comm.torch` the attribute is torch
+    build = backend.build_shm_op
+
+    def build_or_skip() -> Any:
+        try:
+            return build()
+        except Exception as error:  # CalledProcessError, ImportError, RuntimeError from the JIT build
+            log.warning("no shared-memory all-reduce (%s); using gloo only", error)
+            return None
+
+    backend.build_shm_op = build_or_skip
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         import deepspeed
 
         self.cfg = cfg
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "gloo":
+            tolerate_missing_compiler()
         deepspeed.init_distributed(dist_backend=backend)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if torch.cuda.is_available():
