@@ -68,7 +68,8 @@ def peak_flops() -> float | None:
 def tolerate_missing_compiler() -> None:
     """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce at init and crashes without a C++
     compiler; gloo alone is correct (only slower), so a failed build falls back to it."""
-    backend = importlib.import_module("deepspeed.comm.torch")  # `deepspeed.comm.torch` the attribute is torch
+    # By name: the attribute `deepspeed.comm.torch` is the torch package, not this module.
+    backend: Any = importlib.import_module("deepspeed.comm.torch")
     build = backend.build_shm_op
 
     def build_or_skip() -> Any:
