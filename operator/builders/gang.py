@@ -167,6 +167,8 @@ def torchrun(gang: Gang) -> list[str]:
         "--node-rank=$(NODE_RANK)",
         "--master-addr=$(MASTER_ADDR)",
         "--master-port=$(MASTER_PORT)",
+        # On SIGTERM torchrun waits this long for its workers to save before killing them (default 30).
+        f"--shutdown-timeout={GRACE_SECONDS - 15}",
         *gang.program,
     ]
 

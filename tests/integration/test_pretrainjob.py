@@ -249,3 +249,23 @@ def test_a_long_name_is_rejected_at_admission(cluster: LocalCluster, examples: d
     assert error.value.status == 422 and "metadata.name may have at most 40 characters" in str(
         error.value.body
     )
+
+
+def test_ttl_after_finished_deletes_the_finished_job(
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+) -> None:
+    kubelet = Kubelet(cluster)
+    cluster.apply(job_doc(examples, "short-lived", ttlSecondsAfterFinished=0))
+    wait_status(cluster, "short-lived", "workers created", phase="Pending")
+    for pod in kubelet.start("short-lived-r0"):
+        kubelet.set(pod, "Succeeded", "")
+
+    def gone() -> bool:
+        try:
+            cluster.get(PRETRAINJOB, "short-lived")
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    cluster.wait(gone, 30, "the finished job to be deleted by its TTL")
+    cluster.wait(lambda: kubelet.jobs("short-lived") == [], 30, "its children to be collected")

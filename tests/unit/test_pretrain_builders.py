@@ -58,7 +58,7 @@ def test_example_becomes_service_config_podgroup_and_indexed_job(examples: dict[
     }
     container = pod["containers"][0]
     assert container["command"][:2] == ["torchrun", "--nnodes=$(NNODES)"]
-    assert container["command"][6:8] == ["-m", "vlmop.workloads.pretrain"]
+    assert container["command"][6:9] == ["--shutdown-timeout=285", "-m", "vlmop.workloads.pretrain"]
     assert container["resources"] == {
         "requests": {"cpu": "4", "memory": "16Gi"},
         "limits": {"nvidia.com/gpu": "1"},
@@ -163,7 +163,7 @@ def test_hash_follows_the_spec_and_the_attempt(examples: dict[str, Any]) -> None
 
 def test_user_command_replaces_the_trainer(examples: dict[str, Any]) -> None:
     job = kids(examples["pretrainjob"], topology={"command": ["train.py"], "args": ["--fast"]})["Job"]
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"][6:] == ["train.py", "--fast"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][7:] == ["train.py", "--fast"]
 
 
 @pytest.mark.parametrize(

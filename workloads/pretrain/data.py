@@ -98,7 +98,8 @@ class PackedText:
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         start = index * self.seq_length
         ids = torch.from_numpy(np.array(self.stream[start : start + self.seq_length]))
-        return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+        # One tensor for ids and labels: the model shifts labels into a new tensor, never in place.
+        return {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
 
 
 @dataclass
