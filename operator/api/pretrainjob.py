@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from vlmop.operator.api.common import BaseStatus, JobPhase, KindInfo, RunPolicy, Scheduling, sub
+from vlmop.operator.api.common import BaseStatus, JobPhase, KindInfo, RunPolicy, Scheduling, cel, sub
 from vlmop.operator.api.training import DataSource, ModelSource, Optimization, TrainerSpec
 
 
 class PretrainJobSpec(TrainerSpec):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.data.format in ['text', 'image-text']",
+                    "pretraining reads text or image-text data; preference and prompts are for CascadeRLJob",
+                    ".data.format",
+                )
+            ]
+        }
+    )
+
     model: ModelSource = Field(description="What to train: a named preset or a checkpoint path.")
     data: DataSource = Field(description="Training data and how it is tokenised into sequences.")
     optimization: Optimization = sub(Optimization, "Learning-rate schedule, steps and seed.")

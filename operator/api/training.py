@@ -9,6 +9,9 @@ from pydantic import ConfigDict, Field
 
 from vlmop.operator.api.common import ApiModel, Placement, cel, sub
 
+# The presets the trainers can build (vlmop.workloads.pretrain.models); a test keeps the two in step.
+ModelPreset = Literal["tiny", "tiny-vl", "qwen2.5-0.5b"]
+
 
 class ModelSource(ApiModel):
     model_config = ConfigDict(
@@ -22,8 +25,10 @@ class ModelSource(ApiModel):
         }
     )
 
-    preset: str | None = Field(
-        None, description="Named model configuration built from scratch, e.g. tiny, internvl-1b."
+    preset: ModelPreset | None = Field(
+        None,
+        description="Named model configuration built from scratch (random init): tiny (a 2-layer "
+        "Llama), tiny-vl (LLaVA-style ViT + projector + tiny LM), qwen2.5-0.5b (Qwen2.5-0.5B's shape).",
     )
     path: str | None = Field(
         None, description="Hugging Face checkpoint directory (config + safetensors) inside the pod."

@@ -38,6 +38,8 @@ INVALID = [
     ("PretrainJob", "spec.topology.nodes", 0, "spec.topology.nodes", "greater than or equal to 1"),
     ("PretrainJob", "spec.deepspeed.zeroStage", 4, "spec.deepspeed.zeroStage", "less than or equal to 3"),
     ("PretrainJob", "spec.deepspeed.precision", "fp8", "spec.deepspeed.precision", "supported values"),
+    ("PretrainJob", "spec.model.preset", "gpt-9", "spec.model.preset", "supported values"),
+    ("PretrainJob", "spec.data.format", "preference", "spec.data.format", "preference and prompts are for"),
     ("PretrainJob", "spec.topology", DELETE, "spec.topology", "Required value"),
     ("PretrainJob", "spec.model.path", "/m", "spec.model", "exactly one of model.preset and model.path"),
     ("PretrainJob", "spec.deepspeed.offloadParams", True, "spec.deepspeed.offloadParams", "zeroStage 3"),

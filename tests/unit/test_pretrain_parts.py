@@ -48,9 +48,28 @@ def test_image_text_masks_image_tokens_and_normalises_pixels(tmp_path: Path) -> 
     sample = data.load(tmp_path, "image-text", 10, True, data.ByteTokenizer(), vision)[0]
     assert sample["input_ids"][:5].tolist() == [1, 300, 300, 300, 300]
     assert sample["labels"][1:5].tolist() == [-100] * 4 and sample["labels"][5] == ord("o") + 3
-    assert sample["pixel_values"].shape == (3, 4, 4) and torch.allclose(sample["pixel_values"], torch.ones(1))
+    assert sample["pixel_values"].shape == (1, 3, 4, 4) and torch.allclose(
+        sample["pixel_values"], torch.ones(1)
+    )
     with pytest.raises(ValueError, match="vision-language model"):
         data.load(tmp_path, "image-text", 10, True, data.ByteTokenizer())
+
+
+def test_image_text_pairs_pack_whole_with_their_images_in_order(tmp_path: Path) -> None:
+    for i in range(3):
+        np.save(tmp_path / f"{i}.npy", np.full((4, 4, 3), 60 * i, dtype=np.uint8))
+    rows = [{"image": f"{i}.npy", "text": "ab"} for i in range(3)]  # 1 + 2 + 2 + 1 = 6 tokens each
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    vision = {"image_token": 300, "image_tokens": 2, "image_size": 4}
+    packed = data.load(tmp_path, "image-text", 13, True, data.ByteTokenizer(), vision)
+    assert len(packed) == 2  # 6 + 6 fit in 13; the third pair starts the next sequence
+    first = packed[0]
+    assert first["input_ids"].tolist() == [1, 300, 300, 100, 101, 2, 1, 300, 300, 100, 101, 2, 0]
+    assert first["pixel_values"].shape == (2, 3, 4, 4)
+    assert first["pixel_values"][1].mean() > first["pixel_values"][0].mean()  # images keep their order
+    batch = data.collate([packed[0], packed[1]])
+    assert batch["input_ids"].shape == (2, 13) and batch["pixel_values"].shape == (3, 3, 4, 4)
+    assert len(data.load(tmp_path, "image-text", 13, False, data.ByteTokenizer(), vision)) == 3
 
 
 def test_too_little_data_is_a_clear_error(tmp_path: Path) -> None:
@@ -133,3 +152,12 @@ def test_reporter_serves_metrics_and_progress() -> None:
     finally:
         reporter.close()
     assert progress.read("127.0.0.1", port, timeout=0.5) is None  # gone: the operator just skips it
+
+
+def test_every_preset_the_api_admits_can_be_built() -> None:
+    from vlmop.workloads.pretrain import models
+
+    for name in models.PRESETS:
+        assert models.preset_config(name).model_type in ("llama", "llava", "qwen2")
+    with pytest.raises(ValueError, match="unknown model preset"):
+        models.preset_config("gpt-9")

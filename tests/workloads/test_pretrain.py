@@ -148,10 +148,10 @@ def test_vision_language_model_loads_from_a_checkpoint_and_trains_on_image_text(
     (data / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     args: list[Any] = [
         "--model-path", str(model_dir), "--data", str(data), "--data-format", "image-text",
-        "--seq-length", "64", "--precision", "fp32", "--micro-batch-size", "2", "--total-steps", "6",
+        "--seq-length", "96", "--precision", "fp32", "--micro-batch-size", "2", "--total-steps", "6",
         "--checkpoint-interval", "3", "--lr", "3e-3", "--zero-stage", "1",
     ]  # fmt: skip
-    assert finish(tmp_path, launch(tmp_path, *args, nproc=1)) == 0
+    assert finish(tmp_path, launch(tmp_path, *args, nproc=1)) == 0  # 2 pairs (2 images) per sequence
     curve = losses(tmp_path)
     assert curve[6] < curve[1], curve
     assert checkpoints(tmp_path) == ["step-00000003", "step-00000006"]

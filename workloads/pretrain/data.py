@@ -5,7 +5,8 @@ Text: `.npy` arrays of token ids (pre-tokenised, loaded memory-mapped, no pickle
 document each) and `.jsonl` lines with a "text" field. With packing, documents are joined with EOS and
 cut into full sequences; without, each document is one padded sequence.
 Image-text: `.jsonl` lines {"image": "<file>.npy", "text": "..."} (HxWx3 uint8 or 3xHxW float arrays,
-paths relative to the file); each pair is one sequence: image placeholder tokens, then the text."""
+paths relative to the file); each pair is image placeholder tokens, then the text; with packing,
+whole pairs share a sequence while they fit."""
 
 from __future__ import annotations
 
@@ -134,23 +135,45 @@ def padded(
 
 @dataclass
 class ImageText:
+    """Image-text pairs, each `BOS <image tokens> text EOS`; with packing, consecutive pairs share a
+    sequence while they fit whole, and the sequence carries their images in order."""
+
     records: list[tuple[Path, list[int]]]
     seq_length: int
     tokenizer: Tokenizer
     image_token: int
     image_tokens: int  # placeholders per image = the vision tower's patch count
     image_size: int
+    packing: bool = True
 
-    def __len__(self) -> int:
-        return len(self.records)
+    def __post_init__(self) -> None:
+        if self.image_tokens + 2 > self.seq_length:
+            raise ValueError(
+                f"--seq-length {self.seq_length} cannot hold one image ({self.image_tokens} tokens)"
+            )
+        self.packs: list[list[int]] = []
+        used = self.seq_length
+        for index in range(len(self.records)):
+            size = min(self.seq_length, len(self._tokens(index)))
+            if not self.packing or used + size > self.seq_length:
+                self.packs.append([])
+                used = 0
+            self.packs[-1].append(index)
+            used += size
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, text = self.records[index]
+    def _tokens(self, index: int) -> list[int]:
         tok = self.tokenizer
         head = [tok.bos_id] + [self.image_token] * self.image_tokens
-        ids = torch.tensor((head + text + [tok.eos_id])[: self.seq_length], dtype=torch.long)
-        sample = padded(ids, self.seq_length, tok.pad_id, no_loss=ids == self.image_token)
-        sample["pixel_values"] = pixels(image, self.image_size)
+        return (head + self.records[index][1] + [tok.eos_id])[: self.seq_length]
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pack = self.packs[index]
+        ids = torch.tensor([t for i in pack for t in self._tokens(i)], dtype=torch.long)
+        sample = padded(ids, self.seq_length, self.tokenizer.pad_id, no_loss=ids == self.image_token)
+        sample["pixel_values"] = torch.stack([pixels(self.records[i][0], self.image_size) for i in pack])
         return sample
 
 
@@ -186,7 +209,7 @@ def load(
                 if line.strip():
                     row = json.loads(line)
                     records.append((file.parent / row["image"], tokenizer.encode(row["text"])))
-        return ImageText(records, seq_length, tokenizer, **vision)
+        return ImageText(records, seq_length, tokenizer, **vision, packing=packing)
     docs = list(documents(path, tokenizer))
     if not packing:
         return PaddedText(docs, seq_length, tokenizer.pad_id)
@@ -232,4 +255,9 @@ class Order:
 
 
 def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+    """Stack per-token tensors; images are concatenated (the model matches them to image tokens in
+    order, and packed sequences carry different numbers of them)."""
+    return {
+        key: (torch.cat if key == "pixel_values" else torch.stack)([s[key] for s in samples])
+        for key in samples[0]
+    }

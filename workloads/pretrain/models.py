@@ -3,11 +3,14 @@ a local Hugging Face checkpoint (config + safetensors, never pickle)."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
+
+from vlmop.operator.api.training import ModelPreset
 
 IMAGE_TOKEN = 300  # the placeholder id of one image patch in presets (byte tokenizer ids end at 258)
 
@@ -56,7 +59,7 @@ def preset_config(name: str) -> transformers.PretrainedConfig:
     raise ValueError(f"unknown model preset {name!r}: choose tiny, tiny-vl or qwen2.5-0.5b")
 
 
-PRESETS = ("tiny", "tiny-vl", "qwen2.5-0.5b")
+PRESETS: tuple[str, ...] = typing.get_args(ModelPreset)
 
 
 def is_vision(config: transformers.PretrainedConfig) -> bool:
