@@ -8,6 +8,7 @@ Indexed Job would (owned by it, with the completion-index annotation) and writes
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -147,6 +148,12 @@ def test_example_runs_fails_restarts_and_succeeds(
     assert (running["totalSteps"], running["loss"], running["tokensPerSecond"]) == (200, 3.5, 1200.0)
     assert running["latestCheckpoint"] == "/checkpoints/step-00000040"
     assert running["progress"] == "40/200 steps (20%)" and running["startTime"]
+
+    # Converged: resync ticks read the indexes and rank 0's endpoint, and write nothing.
+    before = len(cluster.server.api._requests)
+    time.sleep(3)  # six resyncs at --resync-seconds 0.5
+    writes = [r for r in cluster.server.api._requests[before:] if r.method.value != "GET"]
+    assert not writes, [(r.method, str(r.url)) for r in writes]
 
     # Worker 1 dies: the whole group restarts as attempt r1; r0, its pods and its PodGroup go.
     kubelet.set(pods[1], "Failed", "RuntimeError: NCCL watchdog timeout", exit_code=1)
