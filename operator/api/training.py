@@ -98,7 +98,9 @@ class Topology(Placement):
 
 class Checkpointing(ApiModel):
     claim_name: str | None = Field(
-        None, description="PersistentVolumeClaim for checkpoints; never deleted with the job."
+        None,
+        description="PersistentVolumeClaim for checkpoints (ReadWriteMany across nodes); never deleted with "
+        "the job. Without one, checkpoints live in the pods and a restart starts from scratch.",
     )
     path: str = Field("/checkpoints", description="Mount path of the checkpoint volume.")
     interval_steps: int = Field(500, ge=1, description="Save every this many optimizer steps.")
