@@ -165,14 +165,21 @@ def decide(
 
 
 def blocked(
-    decision: Decision, reason: str, message: str, generation: int | None, now: datetime.datetime
+    decision: Decision,
+    stored: Mapping[str, Any],
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime.datetime,
 ) -> None:
-    """The workers cannot be created (a missing API): say so in Progressing, warn once."""
-    status = decision.status
-    previous: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Progressing"), {})
+    """The workers cannot be created (a missing API): say so in Progressing, warn once. Compared with
+    the stored status, not with decide()'s, so a tick that stays blocked moves no time and warns not."""
+    before = [c for c in stored.get("conditions", []) if c["type"] == "Progressing"]
     update = st.condition("Progressing", False, reason, message)
-    status["conditions"] = st.merge_conditions(status["conditions"], [update], generation, stamp(now))
-    if previous.get("reason") != reason:
+    (progressing,) = st.merge_conditions(before, [update], generation, stamp(now))
+    status = decision.status
+    status["conditions"] = [progressing if c["type"] == "Progressing" else c for c in status["conditions"]]
+    if not before or before[0].get("reason") != reason:
         decision.events.append(("Warning", reason, message))
 
 

@@ -34,7 +34,11 @@ def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{PREFIX}/finalizer"  # only added by on.delete handlers: none yet
+    # kopf puts it on every object with a timer, to stop the timer before the object goes.
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # A timer that deletes its own object (ttlSecondsAfterFinished) is still running when kopf sees
+    # the deletion; kopf re-checks it this often before lifting the finalizer (default: 60 s).
+    settings.background.cancellation_polling = 1.0
     # HA: replicas elect through KopfPeering. Peering is mandatory unless --standalone: without the
     # peering resource kopf stays paused instead of running as a second active replica.
     settings.peering.name = options.peering_name

@@ -66,7 +66,7 @@ def reconcile(
             )
         except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
             lifecycle.blocked(
-                decision, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
+                decision, current, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
             )
         report(decision, spec.metrics_port)
         for type_, reason, message in decision.events:

@@ -7,7 +7,7 @@ import datetime
 from typing import Any
 
 from vlmop.operator.api.common import RunPolicy
-from vlmop.operator.lifecycle import JobView, PodView, decide
+from vlmop.operator.lifecycle import JobView, PodView, blocked, decide
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 JOB = JobView(name="j-r0", uid="job-0")
@@ -118,3 +118,18 @@ def test_same_inputs_same_status() -> None:
     first = run({"phase": "Running"}, workers=pods("Running", "Running"))
     again = run(first.status, workers=pods("Running", "Running"))
     assert again.status == first.status and not again.events
+
+
+def test_staying_blocked_keeps_the_transition_time_and_warns_once() -> None:
+    first = run(job=None)
+    blocked(first, {}, "GangSchedulerMissing", "PodGroup is not served", 3, NOW)
+    assert conds(first)["Progressing"] == ("False", "GangSchedulerMissing")
+    assert [e[1] for e in first.events] == ["GangSchedulerMissing"]
+    later = NOW + datetime.timedelta(minutes=5)
+    second = decide(
+        policy=RunPolicy(), nodes=4, status=first.status, generation=4, job=None, pods=[], now=later
+    )
+    blocked(second, first.status, "GangSchedulerMissing", "PodGroup is not served", 4, later)
+    progressing = next(c for c in second.status["conditions"] if c["type"] == "Progressing")
+    assert progressing["lastTransitionTime"] == "2026-01-01T12:00:00Z"  # decide()'s flip is not seen
+    assert progressing["observedGeneration"] == 4 and second.events == []
