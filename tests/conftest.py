@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from vlmop.operator.localapi.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Triton reads TRITON_INTERPRET when a kernel is defined (on import), so it is set before any test
+# module loads: without a GPU the kernel tests run Triton's interpreter on CPU tensors.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def load_example(name: str) -> dict[str, Any]:
