@@ -26,6 +26,7 @@ except ImportError:  # the torch path still runs
     triton = None
 
 IGNORE_INDEX = -100
+MIN_CHUNK_ROWS = 256
 
 
 def linear_logprob(
@@ -74,9 +75,10 @@ def naive_linear_logprob(
 
 
 def default_chunk(tokens: int, dim: int, vocab: int) -> int:
-    """Tokens per chunk so that a chunk's logits hold about as many elements as the hidden states
-    (Liger's rule), at least 16 rows and at most all of them."""
-    return max(1, min(tokens, max(16, tokens * dim // vocab)))
+    """Tokens per chunk: a chunk's logits hold about as many elements as the hidden states (Liger's
+    rule), but at least 256 rows: every chunk streams all of W through the matmul, and thinner chunks
+    turn it memory-bound (27-row chunks at V = 152k ran 2.2x slower than the naive path on CPU)."""
+    return max(1, min(tokens, max(MIN_CHUNK_ROWS, tokens * dim // vocab)))
 
 
 class _LinearLogProb(torch.autograd.Function):
@@ -138,13 +140,15 @@ def _row_stats_torch(
     lse: torch.Tensor,
     entropy: torch.Tensor,
 ) -> None:
-    z = logits.float() * inv_t
+    z = logits.float()  # the chunk is ours: float32 chunks are scaled in place, no copy
+    if inv_t != 1.0:
+        z.mul_(inv_t)
     torch.logsumexp(z, dim=-1, out=lse)
     valid = targets != ignore_index
     picked = z.gather(1, torch.where(valid, targets, 0).unsqueeze(1)).squeeze(1)
     logp.copy_(torch.where(valid, picked - lse, 0.0))
-    z.sub_(lse.unsqueeze(1))  # z is now log p
-    entropy.copy_(-(z.exp() * z).sum(-1))
+    log_p = z.sub_(lse.unsqueeze(1))
+    torch.sum(-(log_p.exp() * log_p), dim=-1, out=entropy)
 
 
 def _row_grad_torch(
@@ -158,14 +162,19 @@ def _row_grad_torch(
     grad_entropy: torch.Tensor,
 ) -> None:
     # d logp_t / dz = onehot(t) - p ;  d H / dz = -p (z - E_p[z]) ;  dz/dx = 1/T
-    z = logits.float() * inv_t
     valid = targets != ignore_index
-    grad_logp = torch.where(valid, grad_logp, 0.0)
-    p = (z - lse.unsqueeze(1)).exp()
-    grad = p * (-grad_logp.unsqueeze(1) - grad_entropy.unsqueeze(1) * (z - mean_z.unsqueeze(1)))
+    grad_logp = torch.where(valid, grad_logp, 0.0).unsqueeze(1)
+    z = logits.float()
+    if inv_t != 1.0:
+        z.mul_(inv_t)
+    weight = (z - mean_z.unsqueeze(1)).mul_(-grad_entropy.unsqueeze(1)).sub_(grad_logp)
+    grad = z.sub_(lse.unsqueeze(1)).exp_().mul_(weight)  # p · (-g_logp - g_H (z - E[z]))
     rows = torch.arange(len(targets), device=logits.device)[valid]
-    grad[rows, targets[valid]] += grad_logp[valid]
-    logits.copy_(grad.mul_(inv_t))
+    grad[rows, targets[valid]] += grad_logp[valid, 0]
+    if inv_t != 1.0:
+        grad.mul_(inv_t)
+    if grad is not logits:
+        logits.copy_(grad)
 
 
 # ---- Triton path: one program per row, BLOCK columns at a time ----
