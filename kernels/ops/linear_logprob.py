@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from vlmop.kernels.backend import triton_runs
+from vlmop.kernels import backend
 
 try:
     import triton
@@ -94,7 +94,7 @@ class _LinearLogProb(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = hidden.shape[0]
         logp, lse, entropy = (torch.empty(n, device=hidden.device, dtype=torch.float32) for _ in range(3))
-        fused = triton_runs(hidden, weight)
+        fused = backend.triton_runs(hidden, weight)
         for start in range(0, n, chunk):
             rows = slice(start, min(start + chunk, n))
             logits = hidden[rows] @ weight.T

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vlmop.kernels.backend import triton_runs
+from vlmop.kernels import backend
 
 try:
     import triton
@@ -74,7 +74,7 @@ def compress_tiles(features: torch.Tensor, rates: torch.Tensor) -> PackedTiles:
     n2, n4 = int(is2.sum()), int((~is2).sum())
     by2 = features.new_empty(n2 * h * w // 4, 4 * c)
     by4 = features.new_empty(n4 * h * w // 16, 16 * c)
-    if triton_runs(features) and tiles:
+    if backend.triton_runs(features) and tiles:
         source = features.contiguous()
         block = triton.next_power_of_2(min(16 * c, 4096))
         _shuffle_route_kernel[(tiles, h * w // 4)](source, rates, rows, by2, by4, h, w, c, BLOCK=block)

@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 import torch
 
-from vlmop.kernels.backend import triton_runs
-from vlmop.kernels.ops import linear_logprob as op
 from vlmop.kernels.ops.linear_logprob import linear_logprob, naive_linear_logprob
 
 # (tokens, hidden, vocab): N not a multiple of any block, d not a power of two, V like 151,674 scaled
@@ -17,15 +15,6 @@ from vlmop.kernels.ops.linear_logprob import linear_logprob, naive_linear_logpro
 SHAPES = [(37, 48, 1517), (1, 8, 17), (130, 33, 4099)]
 # bf16 rounds the logits chunk (forward) and its gradient (backward) to 8 bits of mantissa.
 TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (2e-2, 3e-2)}  # (outputs, gradients) rel
-
-
-@pytest.fixture(params=["triton", "torch"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "torch":
-        monkeypatch.setattr(op, "triton_runs", lambda *_: False)
-    else:
-        assert triton_runs(torch.zeros(1)), "Triton (interpreter on CPU) must be installed for this path"
-    return str(request.param)
 
 
 def inputs(n: int, d: int, v: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, ...]:

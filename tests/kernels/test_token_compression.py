@@ -6,18 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmop.kernels.backend import triton_runs
-from vlmop.kernels.ops import token_compression as op
 from vlmop.kernels.ops.token_compression import compress_tiles, pixel_shuffle
-
-
-@pytest.fixture(params=["triton", "torch"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "torch":
-        monkeypatch.setattr(op, "triton_runs", lambda *_: False)
-    else:
-        assert triton_runs(torch.zeros(1)), "Triton (interpreter on CPU) must be installed for this path"
-    return str(request.param)
 
 
 def test_pixel_shuffle_is_space_to_depth_with_row_offset_major_channels() -> None:
