@@ -13,16 +13,25 @@ class PretrainJobSpec(TrainerSpec):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.data.format in ['text', 'image-text']",
+                    "!has(self.data) || self.data.format in ['text', 'image-text']",
                     "pretraining reads text or image-text data; preference and prompts are for CascadeRLJob",
                     ".data.format",
-                )
+                ),
+                cel(
+                    "(has(self.model) && has(self.data)) || size(self.topology.command) > 0",
+                    "set model and data, or topology.command to run your own training program",
+                    ".model",
+                ),
             ]
         }
     )
 
-    model: ModelSource = Field(description="What to train: a named preset or a checkpoint path.")
-    data: DataSource = Field(description="Training data and how it is tokenised into sequences.")
+    model: ModelSource | None = Field(
+        None, description="What the vlmop trainer trains: a preset or a checkpoint (unused with a command)."
+    )
+    data: DataSource | None = Field(
+        None, description="Training data and how it is tokenised (unused with topology.command)."
+    )
     optimization: Optimization = sub(Optimization, "Learning-rate schedule, steps and seed.")
     run_policy: RunPolicy = sub(RunPolicy, "Restarts, deadlines, clean-up and suspension.")
     scheduling: Scheduling = sub(Scheduling, "Gang scheduling and priority.")

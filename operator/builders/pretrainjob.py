@@ -58,9 +58,9 @@ def config_map(owner: Mapping[str, Any], spec: PretrainJobSpec) -> Manifest:
 
 def mounts(spec: PretrainJobSpec) -> list[Volume]:
     out = []
-    if spec.data.claim_name:
+    if spec.data and spec.data.claim_name:
         out.append(Volume(name="data", claim_name=spec.data.claim_name, mount_path="/data", read_only=True))
-    if spec.model.claim_name:
+    if spec.model and spec.model.claim_name:
         out.append(
             Volume(name="model", claim_name=spec.model.claim_name, mount_path="/models", read_only=True)
         )
@@ -75,6 +75,8 @@ def program(spec: PretrainJobSpec) -> list[str]:
     """What torchrun starts: the user's command when given, else the vlmop trainer with the spec."""
     if spec.topology.command:
         return [*spec.topology.command, *spec.topology.args]
+    if spec.model is None or spec.data is None:  # admission (CEL) rejects this; the type needs it said
+        raise ValueError("spec.model and spec.data are required without spec.topology.command")
     model = (
         ["--model-path", spec.model.path] if spec.model.path else ["--model-preset", str(spec.model.preset)]
     )

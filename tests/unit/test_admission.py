@@ -41,6 +41,7 @@ INVALID = [
     ("PretrainJob", "spec.model.preset", "gpt-9", "spec.model.preset", "supported values"),
     ("PretrainJob", "spec.data.format", "preference", "spec.data.format", "preference and prompts are for"),
     ("PretrainJob", "spec.topology", DELETE, "spec.topology", "Required value"),
+    ("PretrainJob", "spec.model", DELETE, "spec.model", "or topology.command to run your own"),
     ("PretrainJob", "spec.model.path", "/m", "spec.model", "exactly one of model.preset and model.path"),
     ("PretrainJob", "spec.deepspeed.offloadParams", True, "spec.deepspeed.offloadParams", "zeroStage 3"),
     ("PretrainJob", "spec.scheduling.gang", "kueue", "spec.scheduling.queueName", "queueName is required"),
@@ -125,6 +126,13 @@ def test_invalid_specs_name_the_field(
     doc = with_change(examples[EXAMPLE_OF[kind]], path, value)
     causes = SCHEMAS[kind].admit(doc)
     assert any(c["field"] == field and words in c["message"] for c in causes), causes
+
+
+def test_a_pretrainjob_with_its_own_program_needs_no_model_or_data(examples: dict[str, Any]) -> None:
+    doc = with_change(examples["pretrainjob"], "spec.topology.command", ["train.py"])
+    del doc["spec"]["model"], doc["spec"]["data"]
+    assert SCHEMAS["PretrainJob"].admit(doc) == []
+    assert spec_errors(PRETRAINJOB, doc["spec"]) is None
 
 
 def test_defaults_fill_nested_objects_and_unknown_fields_are_pruned(examples: dict[str, Any]) -> None:
