@@ -111,6 +111,7 @@ class LocalCluster:
         for group, version in (("scheduling.x-k8s.io", "v1alpha1"), ("scheduling.volcano.sh", "v1beta1")):
             extensions.create_custom_resource_definition(cast(Any, podgroup_crd(group, version)))
         self.kubelet = LocalKubelet(self.client, self.workdir, self.claims)
+        self.server.api.pod_logs = self.kubelet.logs
         self.kubelet.start()
 
     def _alive(self) -> bool:

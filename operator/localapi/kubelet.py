@@ -58,6 +58,7 @@ class LocalKubelet:
 
     def __post_init__(self) -> None:
         self.claims = self.claims.resolve() if self.claims else None  # pods run in their own folders
+        self.logs = self.workdir / "pods"  # <pod>/log: what the API server answers for pods/<pod>/log
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.batch = kubernetes.client.BatchV1Api(self.client)
         self._stop = threading.Event()
@@ -144,7 +145,7 @@ class LocalKubelet:
     def _run(self, pod: dict[str, Any], port: str) -> tuple[subprocess.Popen[bytes], Path]:
         meta, spec = pod["metadata"], pod["spec"]
         container = spec["containers"][0]
-        directory = self.workdir / "pods" / meta["name"]
+        directory = self.logs / meta["name"]
         directory.mkdir(parents=True, exist_ok=True)
         mounts = self._mounts(meta["namespace"], spec, container, directory)
         env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}

@@ -23,6 +23,7 @@ import random
 import string
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -59,6 +60,8 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     )
     _answers: dict[int, rendering.Response] = attrs.field(factory=dict, init=False)
     _builtin_reactions: int = attrs.field(default=0, init=False)
+    # Where the local kubelet writes each pod's output (<dir>/<pod>/log): serves GET pods/<name>/log.
+    pod_logs: Path | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -70,6 +73,12 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     # ---- routing -------------------------------------------------------------------------------
 
     async def _handle(self, request: rendering.Request) -> Any:
+        if (
+            request.subresource == "log"
+            and request.resource is not None
+            and request.resource.plural == "pods"
+        ):
+            return await rendering.Response(payload=self._pod_log(request))(request)
         if request.resource is not None and request.method.value in ("POST", "PUT", "PATCH", "DELETE"):
             async with self._lock:
                 self._answers[request.id] = self._write(request)
@@ -81,6 +90,12 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             return await apps.RawHandler._handle(self, request)
         finally:
             self._answers.pop(request.id, None)
+
+    def _pod_log(self, request: rendering.Request) -> str:
+        """The whole log so far (follow=true is not streamed: the reply ends at the current end)."""
+        self._get((self._known(request), request.namespace, request.name or ""))  # 404: unknown pod
+        path = self.pod_logs / str(request.name) / "log" if self.pod_logs else None
+        return path.read_text(errors="replace") if path and path.exists() else ""
 
     def _user_reactions(self) -> bool:
         # kmock matches a request against each reaction by re-filtering its whole request log:

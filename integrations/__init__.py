@@ -1,0 +1,1 @@
+"""vlmop.integrations: launchers other tools plug in (torchx); optional, never used by the operator."""

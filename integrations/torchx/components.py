@@ -1,0 +1,82 @@
+"""torchx components for vlmop's own trainers (`torchx run -s local_cwd vlmop.pretrain --preset tiny`
+trains the tiny preset on this machine; `-s vlmop` runs the same AppDef as a PretrainJob).
+
+They are torchx's `dist.torchrun` around `python -m vlmop.workloads.<trainer>`, so every torchx
+scheduler that runs `dist.torchrun` runs them. The MPO and GSPO trainers (CascadeRLJob) come with
+that kind's workloads; their components belong beside this one then."""
+
+from __future__ import annotations
+
+from torchx.components.dist import torchrun
+from torchx.specs import AppDef
+
+TRAINER_IMAGE = "ghcr.io/vlmop/trainer:0.1.0"
+
+
+def pretrain(
+    *extra: str,
+    preset: str = "tiny",
+    model_path: str | None = None,
+    data: str = "examples/claims/pretrain-data/tokens",
+    seq_length: int = 256,
+    total_steps: int = 20,
+    zero_stage: int = 2,
+    precision: str = "bf16",
+    micro_batch_size: int = 2,
+    checkpoint_dir: str = "checkpoints",
+    checkpoint_interval: int = 10,
+    metrics_port: int = 9400,
+    image: str = TRAINER_IMAGE,
+    j: str = "1x2",
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,
+    max_retries: int = 0,
+) -> AppDef:
+    """Pretrain a (vision-)language model with the vlmop DeepSpeed trainer.
+
+    Args:
+        extra: further trainer flags (python -m vlmop.workloads.pretrain --help)
+        preset: named model built from scratch (tiny, tiny-vl, qwen2.5-0.5b)
+        model_path: Hugging Face checkpoint directory instead of a preset
+        data: text/.npy/.jsonl data file or directory
+        seq_length: tokens per sequence
+        total_steps: optimizer steps
+        zero_stage: DeepSpeed ZeRO stage 0-3
+        precision: bf16, fp16 or fp32
+        micro_batch_size: sequences per rank per forward pass
+        checkpoint_dir: where checkpoints go (resumed from when present)
+        checkpoint_interval: save every this many steps
+        metrics_port: rank 0's /metrics and /progress (what the operator reads); 0 turns it off
+        image: container image (schedulers that run containers)
+        j: {nnodes}x{nproc_per_node}
+        cpu: CPUs per node
+        gpu: GPUs per node
+        memMB: memory per node in MB
+        max_retries: whole-gang restarts on failure
+    """
+    model = ["--model-path", model_path] if model_path else ["--model-preset", preset]
+    args = [
+        *model,
+        "--data", data,
+        "--seq-length", str(seq_length),
+        "--total-steps", str(total_steps),
+        "--zero-stage", str(zero_stage),
+        "--precision", precision,
+        "--micro-batch-size", str(micro_batch_size),
+        "--checkpoint-dir", checkpoint_dir,
+        "--checkpoint-interval", str(checkpoint_interval),
+        "--metrics-port", str(metrics_port),
+        *extra,
+    ]  # fmt: skip
+    return torchrun(
+        *args,
+        m="vlmop.workloads.pretrain",
+        image=image,
+        name="vlmop-pretrain",
+        j=j,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        max_retries=max_retries,
+    )
