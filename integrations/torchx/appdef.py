@@ -195,11 +195,16 @@ def _volume(mount: VolumeMount | BindMount | DeviceMount, index: int) -> dict[st
 
 
 def _json_object(text: str) -> dict[str, Any]:
-    source = Path(text).read_text() if not text.lstrip().startswith("{") else text
+    if text.lstrip()[:1] in ("{", "["):
+        source = text
+    elif Path(text).is_file():
+        source = Path(text).read_text()
+    else:
+        raise ValueError(f"deepspeed_config {text!r} is neither a JSON object nor a JSON file")
     try:
         value = json.loads(source)
     except ValueError as error:
-        raise ValueError(f"deepspeed_config is neither a JSON object nor a JSON file: {error}") from None
+        raise ValueError(f"deepspeed_config is not valid JSON: {error}") from None
     if not isinstance(value, dict):
         raise ValueError("deepspeed_config must be a JSON object")
     return value

@@ -5,8 +5,7 @@ They are torchx's `dist.torchrun` around `python -m vlmop.workloads.<trainer>`, 
 scheduler that runs `dist.torchrun` runs them. The MPO and GSPO trainers (CascadeRLJob) come with
 that kind's workloads; their components belong beside this one then."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: torchx parses the command line by the real annotations.
 from torchx.components.dist import torchrun
 from torchx.specs import AppDef
 

@@ -97,10 +97,12 @@ class VlmopScheduler(Scheduler[Submission]):
         replicas = [
             ReplicaStatus(
                 id=int(pod.metadata.annotations[INDEX]),
-                state=appdef.POD_TO_STATE.get(pod.status.phase or "", AppState.UNKNOWN),
+                state=appdef.POD_TO_STATE.get(
+                    (pod.status and pod.status.phase) or "Pending", AppState.UNKNOWN
+                ),
                 role=role,
                 hostname=pod.metadata.name,
-                hostaddr=pod.status.pod_ip,
+                hostaddr=pod.status and pod.status.pod_ip,
             )
             for pod in self._pods(job)
         ]
