@@ -17,9 +17,14 @@ CHOICE = re.compile(
 
 
 def math_answer(response: str, gold: str) -> float:
-    """1.0 when the response's final answer equals the gold one (LaTeX or plain, 1/2 == 0.5)."""
-    gold_parsed = parse(gold if "$" in gold or "\\" in gold else f"${gold}$")
-    return 1.0 if gold_parsed and verify(gold_parsed, parse(response)) else 0.0
+    """1.0 when the response's final answer equals the gold one (LaTeX or plain, 1/2 == 0.5).
+    math-verify's own timeouts use SIGALRM, which only works on the main thread: they are off, and
+    the mixture bounds the time instead."""
+    gold_parsed = parse(gold if "$" in gold or "\\" in gold else f"${gold}$", parsing_timeout=None)
+    if not gold_parsed:
+        return 0.0
+    answer = parse(response, parsing_timeout=None)
+    return 1.0 if verify(gold_parsed, answer, timeout_seconds=None) else 0.0
 
 
 def choice(response: str) -> str | None:
