@@ -152,6 +152,7 @@ class Trainer:
         self.engine.load_checkpoint(str(found.parent), tag=found.name)
         state = checkpoint.state(found)
         self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        self.load_extra_state(state)
         checkpoint.load_rng(found, self.rank)
         if self.reporter:
             self.reporter.checkpointed(self.step, str(found))
@@ -169,6 +170,7 @@ class Trainer:
                 "tokens": self.tokens,
                 "world_size": self.world,
                 "config": asdict(self.cfg),
+                **self.extra_state(),
             }
             self.store.mark_complete(directory, json.loads(json.dumps(state, default=str)))
             self.store.prune(self.cfg.keep_last)
@@ -176,6 +178,17 @@ class Trainer:
                 self.reporter.checkpointed(self.step, str(directory))
         dist.barrier()
         return directory
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a subclass keeps beside step and tokens in the checkpoint's state (JSON)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def log_fields(self) -> dict[str, float]:
+        """What a subclass adds to each line of --log-file."""
+        return {}
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -259,6 +272,7 @@ class Trainer:
                 "loss": loss,
                 "lr": self.scheduler.get_last_lr()[0],
                 "tokens_per_second": tps,
+                **self.log_fields(),
             }
             with self.cfg.log_file.open("a") as f:
                 f.write(json.dumps(line) + "\n")

@@ -6,6 +6,7 @@ nothing here touches a model, so each loss is checked against hand-computed valu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,10 +31,15 @@ class QualityBaseline:
 
     total: float = 0.0
     count: int = 0
+    # Sums [Σ rewards, count] over data-parallel ranks (an all-reduce), so every rank keeps one δ.
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def update(self, rewards: torch.Tensor) -> float:
-        self.total += float(rewards.detach().sum())
-        self.count += rewards.numel()
+        stats = torch.stack([rewards.detach().float().sum(), rewards.new_tensor(float(rewards.numel()))])
+        if self.reduce is not None:
+            stats = self.reduce(stats)
+        self.total += float(stats[0])
+        self.count += int(stats[1])
         return self.value
 
     @property

@@ -1,0 +1,151 @@
+"""Stage 1 of Cascade RL: the MPO trainer (`python -m vlmop.workloads.rl.mpo`, started by torchrun).
+
+The pretraining trainer's machinery (DeepSpeed engine, step-addressed data order, COMPLETE-marked
+checkpoints with RNG, SIGTERM save, progress endpoint) with preference pairs as data and MPO's loss.
+The frozen reference is the starting model: its sequence log-probs are computed once per pair at start
+(sharded over ranks) before any update, so no second model is kept. δ is checkpointed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+
+from vlmop.workloads.common.progress import write_termination_message
+from vlmop.workloads.pretrain import config as pretrain_config
+from vlmop.workloads.pretrain import data
+from vlmop.workloads.pretrain.trainer import Trainer
+from vlmop.workloads.rl import preference
+from vlmop.workloads.rl.logprobs import token_logps
+from vlmop.workloads.rl.losses import MPOConfig, QualityBaseline, mpo_loss, sequence_logps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MPOTrainConfig(pretrain_config.TrainConfig):
+    beta: float = 0.1
+    preference_weight: float = 0.8
+    quality_weight: float = 0.2
+    generation_weight: float = 1.0
+    lr: float = 2e-7  # InternVL3.5's MPO learning rate
+
+    def mpo(self) -> MPOConfig:
+        return MPOConfig(self.beta, self.preference_weight, self.quality_weight, self.generation_weight)
+
+
+def parse(argv: list[str] | None = None) -> MPOTrainConfig:
+    p: argparse.ArgumentParser = pretrain_config.parser()
+    p.prog = "python -m vlmop.workloads.rl.mpo"
+    p.description = "MPO on JSONL preference pairs {prompt, chosen, rejected}."
+    d = MPOTrainConfig(data=Path())
+    p.set_defaults(lr=d.lr)
+    p.add_argument("--beta", type=float, default=d.beta)
+    p.add_argument("--preference-weight", type=float, default=d.preference_weight)
+    p.add_argument("--quality-weight", type=float, default=d.quality_weight)
+    p.add_argument("--generation-weight", type=float, default=d.generation_weight)
+    args = vars(p.parse_args(argv))
+    if args.get("model_path"):
+        args["model_preset"] = None
+    return MPOTrainConfig(**{f.name: args[f.name] for f in fields(MPOTrainConfig) if f.name in args})
+
+
+class MPOTrainer(Trainer):
+    cfg: MPOTrainConfig
+
+    def __init__(self, cfg: MPOTrainConfig) -> None:
+        super().__init__(cfg)
+        self.baseline = QualityBaseline(reduce=self._all_reduce)
+        # ZeRO-3 partitions the LM head: read log-probs from the logits there, fused otherwise.
+        self.fused = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) < 3
+        self.reference = self._reference_logps()
+        self.parts: dict[str, float] = {}
+
+    def _build_data(self) -> preference.Pairs:  # type: ignore[override]
+        return preference.Pairs(self.cfg.data, data.tokenizer_for(self.cfg.model_path), self.cfg.seq_length)
+
+    @staticmethod
+    def _all_reduce(stats: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(stats)
+        return stats
+
+    @property
+    def pairs(self) -> preference.Pairs:
+        return cast(preference.Pairs, self.data)
+
+    def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = preference.collate([self.pairs[i] for i in indices], self.pairs.pad_id)
+        return {k: v.to(self.engine.device) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def _reference_logps(self) -> torch.Tensor:
+        """(pairs, 2) sequence log-probs of chosen and rejected under the starting model."""
+        reference = torch.zeros(len(self.data), 2, device=self.engine.device)
+        mine = list(range(self.rank, len(self.data), self.world))
+        micro = self.engine.train_micro_batch_size_per_gpu()
+        for start in range(0, len(mine), micro):
+            indices = mine[start : start + micro]
+            batch = self._batch(indices)
+            sums = sequence_logps(
+                token_logps(self.engine.module, batch["input_ids"], batch["attention_mask"], self.fused),
+                batch["answer_mask"],
+            )
+            reference[indices] = sums.view(2, -1).T.float()
+        dist.all_reduce(reference)
+        return reference
+
+    def train_step(self) -> tuple[float, int]:
+        losses, tokens = [], 0
+        for indices in self.order.micro_batches(self.step, self.rank):
+            batch = self._batch(indices)
+            logps = token_logps(self.engine.module, batch["input_ids"], batch["attention_mask"], self.fused)
+            mask, n = batch["answer_mask"], len(indices)
+            ref = self.reference[indices]
+            out = mpo_loss(
+                logps[:n], mask[:n], logps[n:], mask[n:], ref[:, 0], ref[:, 1], self.baseline, self.cfg.mpo()
+            )
+            self.engine.backward(out.total)
+            self.engine.step()
+            losses.append(out.total.detach().float())
+            self.parts = {"preference": float(out.preference), "quality": float(out.quality),
+                          "generation": float(out.generation), "delta": out.delta}  # fmt: skip
+            tokens += int(batch["attention_mask"].sum())
+        extra = torch.tensor([float(tokens), float(self.stop_requested)], device=self.engine.device)
+        summary = torch.cat([torch.stack(losses).mean().reshape(1), extra])
+        dist.all_reduce(summary)
+        self.stop_requested = bool(summary[2] > 0)
+        return float(summary[0]) / self.world, int(summary[1])
+
+    def log_fields(self) -> dict[str, float]:
+        return dict(self.parts)  # rank 0's last micro-batch
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"quality_baseline": self.baseline.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "quality_baseline" in state:
+            self.baseline.load_state_dict(state["quality_baseline"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = parse(argv)
+    try:
+        trainer = MPOTrainer(config)
+    except Exception as error:  # bad data or model: say why in the pod's status, not only its log
+        write_termination_message({"message": f"{type(error).__name__}: {error}"})
+        raise
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
