@@ -2,8 +2,8 @@
 trains the tiny preset on this machine; `-s vlmop` runs the same AppDef as a PretrainJob).
 
 They are torchx's `dist.torchrun` around `python -m vlmop.workloads.<trainer>`, so every torchx
-scheduler that runs `dist.torchrun` runs them. The MPO and GSPO trainers (CascadeRLJob) come with
-that kind's workloads; their components belong beside this one then."""
+scheduler that runs `dist.torchrun` runs them. `vlmop.gspo` joins them with the GSPO trainer
+(CascadeRLJob's online stage)."""
 
 # No `from __future__ import annotations`: torchx parses the command line by the real annotations.
 from torchx.components.dist import torchrun
@@ -29,7 +29,7 @@ def pretrain(
     j: str = "1x2",
     cpu: int = 2,
     gpu: int = 0,
-    memMB: int = 8192,
+    memMB: int = 8192,  # torchx's resource argument name
     max_retries: int = 0,
 ) -> AppDef:
     """Pretrain a (vision-)language model with the vlmop DeepSpeed trainer.
@@ -79,3 +79,69 @@ def pretrain(
         memMB=memMB,
         max_retries=max_retries,
     )
+
+
+def mpo(
+    *extra: str,
+    data: str,
+    preset: str = "tiny",
+    model_path: str | None = None,
+    seq_length: int = 512,
+    total_steps: int = 100,
+    beta: float = 0.1,
+    lr: float = 2e-7,
+    zero_stage: int = 2,
+    precision: str = "bf16",
+    micro_batch_size: int = 1,
+    checkpoint_dir: str = "checkpoints",
+    checkpoint_interval: int = 50,
+    metrics_port: int = 9400,
+    image: str = TRAINER_IMAGE,
+    j: str = "1x2",
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,  # torchx's resource argument name
+    max_retries: int = 0,
+) -> AppDef:
+    """Cascade RL stage 1: MPO on preference pairs with the vlmop trainer.
+
+    Args:
+        extra: further trainer flags (python -m vlmop.workloads.rl.mpo --help)
+        data: JSONL file or directory of {"prompt", "chosen", "rejected"} records
+        preset: named model built from scratch (tiny, tiny-vl, qwen2.5-0.5b)
+        model_path: Hugging Face checkpoint directory instead of a preset (the usual start)
+        seq_length: tokens per prompt + answer
+        total_steps: optimizer steps
+        beta: MPO's β
+        lr: peak learning rate (InternVL3.5 used 2e-7 at 8B)
+        zero_stage: DeepSpeed ZeRO stage 0-3
+        precision: bf16, fp16 or fp32
+        micro_batch_size: pairs per rank per forward pass
+        checkpoint_dir: where checkpoints go (resumed from when present)
+        checkpoint_interval: save every this many steps
+        metrics_port: rank 0's /metrics and /progress; 0 turns it off
+        image: container image (schedulers that run containers)
+        j: {nnodes}x{nproc_per_node}
+        cpu: CPUs per node
+        gpu: GPUs per node
+        memMB: memory per node in MB
+        max_retries: whole-gang restarts on failure
+    """
+    model = ["--model-path", model_path] if model_path else ["--model-preset", preset]
+    args = [
+        *model,
+        "--data", data,
+        "--seq-length", str(seq_length),
+        "--total-steps", str(total_steps),
+        "--beta", str(beta),
+        "--lr", str(lr),
+        "--zero-stage", str(zero_stage),
+        "--precision", precision,
+        "--micro-batch-size", str(micro_batch_size),
+        "--checkpoint-dir", checkpoint_dir,
+        "--checkpoint-interval", str(checkpoint_interval),
+        "--metrics-port", str(metrics_port),
+        *extra,
+    ]  # fmt: skip
+    return torchrun(*args, m="vlmop.workloads.rl.mpo", image=image, name="vlmop-mpo", j=j, cpu=cpu, gpu=gpu,
+                    memMB=memMB, max_retries=max_retries)  # fmt: skip

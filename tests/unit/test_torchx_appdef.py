@@ -12,7 +12,7 @@ from torchx.specs import AppDef, AppState, Resource, Role
 
 from vlmop.integrations.torchx import appdef
 from vlmop.integrations.torchx.appdef import Submission
-from vlmop.integrations.torchx.components import pretrain
+from vlmop.integrations.torchx.components import mpo, pretrain
 from vlmop.operator import crdgen
 from vlmop.operator.api import PRETRAINJOB
 from vlmop.operator.localapi.admission import StructuralSchema
@@ -170,3 +170,11 @@ def test_the_pretrain_component_runs_the_vlmop_trainer() -> None:
     assert command[:2] == ["-m", "vlmop.workloads.pretrain"]
     assert command[command.index("--model-preset") + 1] == "tiny-vl"
     assert command[command.index("--total-steps") + 1] == "5"
+
+
+def test_the_mpo_component_runs_the_mpo_trainer() -> None:
+    job = translate(mpo(data="/data/pairs.jsonl", model_path="/models/base", beta=0.2, j="2x1"))
+    command = job["spec"]["topology"]["command"]
+    assert command[:2] == ["-m", "vlmop.workloads.rl.mpo"]
+    assert command[command.index("--model-path") + 1] == "/models/base"
+    assert command[command.index("--beta") + 1] == "0.2" and job["spec"]["topology"]["nodes"] == 2
