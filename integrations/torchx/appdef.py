@@ -23,16 +23,31 @@ from torchx.specs import AppDef, AppState, BindMount, DeviceMount, Role, VolumeM
 from vlmop.operator.api import GROUP, PRETRAINJOB, VERSION
 
 # torchrun options that take a value (both spellings); the program starts at the first other token.
-TORCHRUN_VALUE_OPTIONS = {
-    f"--{name}{sep}{rest}" if rest else f"--{name}"
-    for name, rest in [
-        ("nnodes", ""), ("nproc", "per_node"), ("rdzv", "backend"), ("rdzv", "endpoint"), ("rdzv", "id"),
-        ("rdzv", "conf"), ("node", "rank"), ("master", "addr"), ("master", "port"), ("max", "restarts"),
-        ("monitor", "interval"), ("start", "method"), ("role", ""), ("log", "dir"), ("redirects", ""),
-        ("tee", ""), ("local", "addr"), ("logs", "specs"), ("local", "ranks_filter"), ("shutdown", "timeout"),
-    ]
-    for sep in ("_", "-")
-} | {"-r", "-t"}  # fmt: skip
+_VALUED = [
+    "nnodes",
+    "nproc_per_node",
+    "rdzv_backend",
+    "rdzv_endpoint",
+    "rdzv_id",
+    "rdzv_conf",
+    "node_rank",
+    "master_addr",
+    "master_port",
+    "max_restarts",
+    "monitor_interval",
+    "start_method",
+    "role",
+    "log_dir",
+    "redirects",
+    "tee",
+    "local_addr",
+    "logs_specs",
+    "local_ranks_filter",
+    "shutdown_timeout",
+]
+TORCHRUN_VALUE_OPTIONS = (
+    {f"--{n}" for n in _VALUED} | {f"--{n.replace('_', '-')}" for n in _VALUED} | {"-r", "-t"}
+)
 TORCHRUN_PROGRAM_FLAGS = {"-m", "--module", "--no-python", "--no_python"}  # kept: they shape the program
 PYTHON = re.compile(r"^(.*/)?python(3(\.\d+)?)?$")
 PHASE_TO_STATE = {
