@@ -53,13 +53,13 @@ class TrainConfig:
         return ds_config(spec)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(data_required: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vlmop.workloads.pretrain", description=__doc__)
     d = TrainConfig(data=Path())
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model-preset", default=d.model_preset, help="named config built from scratch")
     model.add_argument("--model-path", type=Path, help="Hugging Face checkpoint directory (safetensors)")
-    p.add_argument("--data", type=Path, required=True, help="dataset file or directory")
+    p.add_argument("--data", type=Path, required=data_required, help="dataset file or directory")
     p.add_argument("--data-format", choices=["text", "image-text"], default=d.data_format)
     p.add_argument("--seq-length", type=int, default=d.seq_length)
     p.add_argument("--no-packing", dest="packing", action="store_false", help="one sample per sequence")

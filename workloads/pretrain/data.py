@@ -28,6 +28,7 @@ class Tokenizer(Protocol):
     eos_id: int
 
     def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
 
 
 class ByteTokenizer:
@@ -37,6 +38,10 @@ class ByteTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return [b + 3 for b in text.encode()]
+
+    def decode(self, ids: list[int]) -> str:
+        """Specials and ids past the 256 bytes (a preset's vocabulary is larger) decode to nothing."""
+        return bytes(i - 3 for i in ids if 3 <= i < 259).decode(errors="replace")
 
 
 class HFTokenizer:
@@ -50,6 +55,9 @@ class HFTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self.inner.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.inner.decode(ids, skip_special_tokens=True))
 
 
 def tokenizer_for(model_path: Path | None) -> Tokenizer:

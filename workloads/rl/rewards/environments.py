@@ -3,7 +3,8 @@ answer out of a response and scores it. Generated cases make unlimited verifiabl
 
   arithmetic-24  four numbers 1-13 (always solvable): an expression using each once that makes 24
   sorting        a list of integers: the list in ascending order
-  knights-knaves islanders who always tell the truth (knights) or always lie (knaves): who is which"""
+  knights-knaves islanders who always tell the truth (knights) or always lie (knaves): who is which
+  letters        n lowercase letters, partial credit per letter (a first task a tiny model can learn)"""
 
 from __future__ import annotations
 
@@ -153,7 +154,25 @@ class KnightsAndKnaves:
         return 1.0 if named == case["knights"] else 0.0
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (Arithmetic24(), Sorting(), KnightsAndKnaves())}
+class Letters:
+    name = "letters"
+
+    def case_generator(self, rng: random.Random) -> Case:
+        return {"length": rng.randint(2, 6)}
+
+    def prompt_func(self, case: Case) -> str:
+        return f"Reply with exactly {case['length']} lowercase letters and nothing else."
+
+    def extract_output(self, text: str) -> str | None:
+        return text.strip() or None
+
+    def verify_score(self, text: str, case: Case) -> float:
+        answer, length = self.extract_output(text) or "", int(case["length"])
+        hits = sum("a" <= ch <= "z" for ch in answer[:length])
+        return hits / length if len(answer) <= length else hits / len(answer)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (Arithmetic24(), Sorting(), KnightsAndKnaves(), Letters())}
 
 
 def _evaluate(node: ast.expr) -> tuple[Fraction, list[int]]:

@@ -1,0 +1,228 @@
+"""Stage 2 of Cascade RL: the GSPO trainer (`python -m vlmop.workloads.rl.gspo`, started by torchrun).
+
+Each step, every rank takes its prompts (generated task cases, addressed by step like the pretraining
+data), asks a rollout server for G samples each, scores them with the Mixture-of-Rewards, turns the
+rewards into group advantages (dropping groups with no signal and prompts outside the accuracy band),
+and updates the policy with the GSPO (or GRPO) loss on the sampled tokens. Rank 0 then publishes the
+new weights to every rollout server, so the next step samples from them; each sample records the
+version it came from (staleness is logged).
+
+One optimizer step per rollout batch for now: π_old is the policy that sampled, so the ratio starts at
+1 and the clip only binds once several mini-batches share a rollout batch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+
+from vlmop.workloads.common.progress import write_termination_message
+from vlmop.workloads.pretrain import config as pretrain_config
+from vlmop.workloads.pretrain import data
+from vlmop.workloads.pretrain.trainer import Trainer
+from vlmop.workloads.rl import rollout
+from vlmop.workloads.rl.logprobs import token_logps
+from vlmop.workloads.rl.losses import LossMode, group_advantages, informative, policy_loss
+from vlmop.workloads.rl.rewards.environments import TASKS
+from vlmop.workloads.rl.rewards.mixture import MixtureOfRewards, Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GSPOTrainConfig(pretrain_config.TrainConfig):
+    rollout_urls: tuple[str, ...] = ()
+    weights_dir: Path = Path("/weights")
+    tasks: tuple[str, ...] = ("arithmetic-24",)
+    cases: int = 4096  # generated prompts, cycled through by step
+    rewards: Path | None = None  # JSON {"verifiers", "routes"}; default: each task to its environment
+    group_size: int = 16
+    temperature: float = 1.0
+    max_tokens: int = 512
+    loss_mode: LossMode = "gspo"
+    eps_low: float | None = None
+    eps_high: float | None = None
+    min_accuracy: float = 0.2
+    max_accuracy: float = 0.8
+    lr: float = 1e-6  # InternVL3.5's GSPO learning rate
+
+
+def parse(argv: list[str] | None = None) -> GSPOTrainConfig:
+    p: argparse.ArgumentParser = pretrain_config.parser(data_required=False)  # prompts come from --task
+    p.prog = "python -m vlmop.workloads.rl.gspo"
+    p.description = "GSPO with rollouts from OpenAI-compatible servers and a Mixture-of-Rewards."
+    d = GSPOTrainConfig(data=Path())
+    p.set_defaults(lr=d.lr, data=Path("-"))
+    p.add_argument("--rollout-url", dest="rollout_urls", action="append", required=True)
+    p.add_argument("--weights-dir", type=Path, required=True, help="shared with the rollout servers")
+    p.add_argument("--task", dest="tasks", action="append", choices=sorted(TASKS))
+    p.add_argument("--cases", type=int, default=d.cases)
+    p.add_argument("--rewards", type=Path, help="JSON {verifiers, routes}; default: task environments")
+    p.add_argument("--group-size", type=int, default=d.group_size)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    p.add_argument("--loss-mode", choices=["gspo", "grpo"], default=d.loss_mode)
+    p.add_argument("--eps-low", type=float)
+    p.add_argument("--eps-high", type=float)
+    p.add_argument("--min-accuracy", type=float, default=d.min_accuracy)
+    p.add_argument("--max-accuracy", type=float, default=d.max_accuracy)
+    args = vars(p.parse_args(argv))
+    if args.get("model_path"):
+        args["model_preset"] = None
+    args["rollout_urls"] = tuple(args["rollout_urls"])
+    args["tasks"] = tuple(args["tasks"] or d.tasks)
+    return GSPOTrainConfig(**{f.name: args[f.name] for f in fields(GSPOTrainConfig) if f.name in args})
+
+
+class Cases:
+    """Generated (task, case) prompts, the same on every rank (seeded)."""
+
+    def __init__(self, tasks: tuple[str, ...], count: int, seed: int) -> None:
+        rng = random.Random(seed)  # noqa: S311 (task data, not secrets)
+        self.items = [(name, TASKS[name].case_generator(rng)) for name in (tasks * count)[:count]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[str, dict[str, Any]]:
+        return self.items[index]
+
+
+class GSPOTrainer(Trainer):
+    cfg: GSPOTrainConfig
+
+    def __init__(self, cfg: GSPOTrainConfig) -> None:
+        super().__init__(cfg)
+        if int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
+            raise ValueError("the GSPO trainer publishes whole weights from rank 0: use ZeRO stage 0-2")
+        spec = json.loads(cfg.rewards.read_text()) if cfg.rewards else default_rewards(cfg.tasks)
+        self.mixture = MixtureOfRewards.from_spec(spec)
+        self.tokenizer = data.tokenizer_for(cfg.model_path)
+        self.server = cfg.rollout_urls[self.rank % len(cfg.rollout_urls)]
+        self.parts: dict[str, float] = {}
+
+    def _build_data(self) -> Cases:  # type: ignore[override]
+        return Cases(self.cfg.tasks, self.cfg.cases, self.cfg.seed)
+
+    @property
+    def cases(self) -> Cases:
+        return cast(Cases, self.data)
+
+    def resume(self) -> Path | None:
+        found = super().resume()
+        self._publish(self.step)  # the servers sample from exactly the policy being trained
+        return found
+
+    def _publish(self, version: int) -> None:
+        if self.rank == 0:
+            rollout.publish(self.engine.module, self.cfg.weights_dir, version, list(self.cfg.rollout_urls))
+        dist.barrier()
+
+    def train_step(self) -> tuple[float, int]:
+        cfg, losses, tokens, rewards_seen = self.cfg, [], 0, []
+        clipped = response_tokens = staleness = 0.0
+        for indices in self.order.micro_batches(self.step, self.rank):
+            prompts = [self.cases[i] for i in indices]
+            texts = [TASKS[name].prompt_func(case) for name, case in prompts]
+            groups = [
+                rollout.sample(self.server, text, cfg.group_size, cfg.temperature, cfg.max_tokens)
+                for text in texts
+            ]
+            samples = [
+                Sample(name, text, c.text, case)
+                for (name, case), text, group in zip(prompts, texts, groups, strict=True)
+                for c in group
+            ]
+            rewards = torch.tensor(self.mixture.score(samples).rewards).view(len(prompts), cfg.group_size)
+            rewards_seen.append(rewards)
+            mean = rewards.mean(-1)
+            keep = informative(rewards) & (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
+            advantages = (group_advantages(rewards) * keep.unsqueeze(-1)).flatten()
+            batch = self._sequences(texts, groups)
+            logps = token_logps(self.engine.module, batch["input_ids"], batch["attention_mask"])
+            out = policy_loss(
+                logps, logps.detach(), batch["mask"], advantages.to(logps.device), cfg.loss_mode,
+                cfg.eps_low, cfg.eps_high,
+            )  # fmt: skip
+            # Dropped groups have zero advantage; average over the kept sequences only. Every rank
+            # still runs backward and step, so the collectives stay in step.
+            loss = out.loss * (len(advantages) / max(int(keep.sum()) * cfg.group_size, 1))
+            self.engine.backward(loss)
+            self.engine.step()
+            losses.append(float(loss.detach()))
+            tokens += int(batch["attention_mask"].sum())
+            clipped += out.clip_fraction
+            response_tokens += float(batch["mask"].sum())
+            staleness += sum(self.step - c.version for group in groups for c in group)  # 0: on-policy
+        everything = torch.cat(rewards_seen)
+        totals = [sum(losses) / len(losses), tokens, float(self.stop_requested), float(everything.sum()),
+                  everything.numel(), clipped / len(losses), response_tokens, staleness]  # fmt: skip
+        summary = torch.tensor(totals, dtype=torch.float64, device=self.engine.device)
+        dist.all_reduce(summary)
+        loss, tokens_all, stop, reward_sum, samples, clip_sum, length_sum, stale_sum = summary.tolist()
+        self.stop_requested = stop > 0
+        self.parts = {
+            "reward_mean": reward_sum / samples,
+            "clip_fraction": clip_sum / self.world,
+            "response_length": length_sum / samples,
+            "staleness": stale_sum / samples,
+        }
+        self._publish(self.step + 1)  # run() counts this step next; these weights sample the next one
+        return loss / self.world, int(tokens_all)
+
+    def _sequences(
+        self, prompts: list[str], groups: list[list[rollout.Completion]]
+    ) -> dict[str, torch.Tensor]:
+        """prompt + sampled tokens per completion, padded; `mask` marks the sampled targets."""
+        rows, starts = [], []
+        for prompt, group in zip(prompts, groups, strict=True):
+            head = [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
+            for completion in group:
+                rows.append(head + completion.token_ids)
+                starts.append(len(head))
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.tokenizer.pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        mask = torch.zeros((len(rows), length - 1))
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+            ids[i, : len(row)] = torch.tensor(row)
+            attention[i, : len(row)] = 1
+            mask[i, start - 1 : len(row) - 1] = 1.0
+        device = self.engine.device
+        return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "mask": mask.to(device)}
+
+    def log_fields(self) -> dict[str, float]:
+        return dict(self.parts)
+
+
+def default_rewards(tasks: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "verifiers": [{"name": t, "type": "environment", "environment": t} for t in tasks],
+        "routes": [{"source": t, "verifier": t} for t in tasks],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = parse(argv)
+    try:
+        trainer = GSPOTrainer(config)
+    except Exception as error:  # bad config or model: say why in the pod's status, not only its log
+        write_termination_message({"message": f"{type(error).__name__}: {error}"})
+        raise
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
