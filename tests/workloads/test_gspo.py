@@ -1,0 +1,70 @@
+"""GSPO for real on CPU: a rollout server process with a tiny random Llama, the trainer under
+`torchrun --nproc_per_node 2` (gloo, ZeRO-2) on the generated `letters` task. The trainer publishes
+its weights before the first step and after each update; samples are on-policy (staleness 0); the
+mean reward rises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vlmop.operator.localapi.cluster import free_port
+
+STEPS = 12
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    weights, port = tmp_path / "weights", free_port()
+    weights.mkdir()
+    command = [sys.executable, "-m", "vlmop.workloads.rl.rollout_server", "--weights-dir", str(weights),
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).close()  # noqa: S310 (loopback)
+            break
+        except OSError:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            time.sleep(0.3)
+    yield url, weights
+    process.terminate()
+    process.wait(10)
+
+
+def test_gspo_raises_the_mean_reward_on_a_generated_task(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, weights = server
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+        "--master-port", str(free_port()), "-m", "vlmop.workloads.rl.gspo", "--rollout-url", url,
+        "--weights-dir", str(weights),
+        "--task", "letters", "--group-size", "8", "--max-tokens", "4", "--micro-batch-size", "4",
+        "--total-steps", str(STEPS), "--lr", "3e-3", "--warmup-steps", "0", "--lr-schedule", "constant",
+        "--min-accuracy", "0", "--max-accuracy", "1", "--precision", "fp32", "--checkpoint-dir",
+        str(tmp_path / "ckpt"), "--checkpoint-interval", "100", "--metrics-port", "0",
+        "--log-file", str(tmp_path / "steps.jsonl"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLMOP_TERMINATION_LOG": str(tmp_path / "termination-log")}
+    env.pop("TRITON_INTERPRET", None)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    rewards = [s["reward_mean"] for s in steps]
+    assert len(steps) == STEPS and all(s["staleness"] == 0 for s in steps)
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15, rewards
+    with urllib.request.urlopen(f"{url}/health") as reply:  # noqa: S310 (loopback)
+        assert json.loads(reply.read())["version"] == STEPS  # the last update reached the pool
+    assert sorted(p.name for p in weights.iterdir()) == [f"v{STEPS - 1:08d}", f"v{STEPS:08d}"]
