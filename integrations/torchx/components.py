@@ -2,8 +2,8 @@
 trains the tiny preset on this machine; `-s vlmop` runs the same AppDef as a PretrainJob).
 
 They are torchx's `dist.torchrun` around `python -m vlmop.workloads.<trainer>`, so every torchx
-scheduler that runs `dist.torchrun` runs them. `vlmop.gspo` joins them with the GSPO trainer
-(CascadeRLJob's online stage)."""
+scheduler that runs `dist.torchrun` runs them: `vlmop.pretrain`, and Cascade RL's two stages,
+`vlmop.mpo` and `vlmop.gspo`."""
 
 # No `from __future__ import annotations`: torchx parses the command line by the real annotations.
 from torchx.components.dist import torchrun
@@ -144,4 +144,85 @@ def mpo(
         *extra,
     ]  # fmt: skip
     return torchrun(*args, m="vlmop.workloads.rl.mpo", image=image, name="vlmop-mpo", j=j, cpu=cpu, gpu=gpu,
+                    memMB=memMB, max_retries=max_retries)  # fmt: skip
+
+
+def gspo(
+    *extra: str,
+    rollout_url: str,
+    weights_dir: str,
+    task: str = "arithmetic-24",
+    preset: str = "tiny",
+    model_path: str | None = None,
+    rewards: str | None = None,
+    group_size: int = 16,
+    max_tokens: int = 512,
+    temperature: float = 1.0,
+    loss_mode: str = "gspo",
+    total_steps: int = 100,
+    lr: float = 1e-6,
+    zero_stage: int = 2,
+    precision: str = "bf16",
+    prompts_per_rank: int = 4,
+    checkpoint_dir: str = "checkpoints",
+    checkpoint_interval: int = 50,
+    metrics_port: int = 9400,
+    image: str = TRAINER_IMAGE,
+    j: str = "1x2",
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,  # torchx's resource argument name
+    max_retries: int = 0,
+) -> AppDef:
+    """Cascade RL stage 2: GSPO with rollouts from OpenAI-compatible servers and a Mixture-of-Rewards.
+
+    Args:
+        extra: further trainer flags (python -m vlmop.workloads.rl.gspo --help)
+        rollout_url: rollout server URL(s), comma-separated (ranks spread over them)
+        weights_dir: folder shared with the rollout servers, where each update's weights are published
+        task: generated task(s), comma-separated (arithmetic-24, sorting, knights-knaves, letters)
+        preset: named model built from scratch (tiny, tiny-vl, qwen2.5-0.5b)
+        model_path: Hugging Face checkpoint directory, usually the MPO stage's export
+        rewards: JSON file {verifiers, routes}; default: each task scored by its environment
+        group_size: samples per prompt (G)
+        max_tokens: longest sampled answer
+        temperature: sampling temperature
+        loss_mode: gspo or grpo
+        total_steps: rollout + update steps
+        lr: learning rate (InternVL3.5 used 1e-6)
+        zero_stage: DeepSpeed ZeRO stage 0-2 (rank 0 publishes whole weights)
+        precision: bf16, fp16 or fp32
+        prompts_per_rank: prompts each rank samples per step
+        checkpoint_dir: where checkpoints go (resumed from when present)
+        checkpoint_interval: save every this many steps
+        metrics_port: rank 0's /metrics and /progress; 0 turns it off
+        image: container image (schedulers that run containers)
+        j: {nnodes}x{nproc_per_node}
+        cpu: CPUs per node
+        gpu: GPUs per node
+        memMB: memory per node in MB
+        max_retries: whole-gang restarts on failure
+    """
+    model = ["--model-path", model_path] if model_path else ["--model-preset", preset]
+    servers = [arg for url in rollout_url.split(",") if url for arg in ("--rollout-url", url)]
+    tasks = [arg for name in task.split(",") if name for arg in ("--task", name)]
+    args = [
+        *model, *servers, *tasks,
+        "--weights-dir", weights_dir,
+        *(["--rewards", rewards] if rewards else []),
+        "--group-size", str(group_size),
+        "--max-tokens", str(max_tokens),
+        "--temperature", str(temperature),
+        "--loss-mode", loss_mode,
+        "--total-steps", str(total_steps),
+        "--lr", str(lr),
+        "--zero-stage", str(zero_stage),
+        "--precision", precision,
+        "--micro-batch-size", str(prompts_per_rank),
+        "--checkpoint-dir", checkpoint_dir,
+        "--checkpoint-interval", str(checkpoint_interval),
+        "--metrics-port", str(metrics_port),
+        *extra,
+    ]  # fmt: skip
+    return torchrun(*args, m="vlmop.workloads.rl.gspo", image=image, name="vlmop-gspo", j=j, cpu=cpu, gpu=gpu,
                     memMB=memMB, max_retries=max_retries)  # fmt: skip

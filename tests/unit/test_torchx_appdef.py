@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from torchx.specs import AppDef, AppState, Resource, Role
 
 from vlmop.integrations.torchx import appdef
 from vlmop.integrations.torchx.appdef import Submission
-from vlmop.integrations.torchx.components import mpo, pretrain
+from vlmop.integrations.torchx.components import gspo, mpo, pretrain
 from vlmop.operator import crdgen
 from vlmop.operator.api import PRETRAINJOB
 from vlmop.operator.localapi.admission import StructuralSchema
@@ -178,3 +179,14 @@ def test_the_mpo_component_runs_the_mpo_trainer() -> None:
     assert command[:2] == ["-m", "vlmop.workloads.rl.mpo"]
     assert command[command.index("--model-path") + 1] == "/models/base"
     assert command[command.index("--beta") + 1] == "0.2" and job["spec"]["topology"]["nodes"] == 2
+
+
+def test_the_gspo_component_runs_the_gspo_trainer_against_its_rollout_pool() -> None:
+    app = gspo(rollout_url="http://rollout-0:8000,http://rollout-1:8000", weights_dir="/weights",
+               task="sorting,letters", group_size=8, j="2x1")  # fmt: skip
+    command = translate(app)["spec"]["topology"]["command"]
+    assert command[:2] == ["-m", "vlmop.workloads.rl.gspo"]
+    pairs = list(itertools.pairwise(command))
+    assert [v for k, v in pairs if k == "--rollout-url"] == ["http://rollout-0:8000", "http://rollout-1:8000"]
+    assert [v for k, v in pairs if k == "--task"] == ["sorting", "letters"]
+    assert ("--group-size", "8") in pairs and ("--weights-dir", "/weights") in pairs
