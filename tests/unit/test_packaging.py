@@ -38,3 +38,14 @@ def test_vlmop_command_help() -> None:
     parser = build_parser()
     assert parser.parse_args(["operator", "run", "--standalone", "-n", "ml"]).namespaces == ["ml"]
     assert parser.parse_args(["local", "examples"]).files == [Path("examples")]
+
+
+def test_the_operator_never_imports_the_optional_integrations() -> None:
+    code = (
+        "import sys, vlmop.operator.__main__, vlmop.operator.handlers.pretrainjob; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torchx', 'triton', 'deepspeed')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
