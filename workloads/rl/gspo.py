@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import sys
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
@@ -129,6 +130,15 @@ class GSPOTrainer(Trainer):
     def train_step(self) -> tuple[float, int]:
         cfg, losses, tokens, rewards_seen = self.cfg, [], 0, []
         clipped = response_tokens = staleness = 0.0
+        seconds = dict.fromkeys(("rollout", "reward", "update", "publish"), 0.0)  # this rank's
+        clock = time.perf_counter()
+
+        def lap(phase: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            seconds[phase] += now - clock
+            clock = now
+
         for indices in self.order.micro_batches(self.step, self.rank):
             prompts = [self.cases[i] for i in indices]
             texts = [TASKS[name].prompt_func(case) for name, case in prompts]
@@ -136,6 +146,7 @@ class GSPOTrainer(Trainer):
                 rollout.sample(self.server, text, cfg.group_size, cfg.temperature, cfg.max_tokens)
                 for text in texts
             ]
+            lap("rollout")
             samples = [
                 Sample(name, text, c.text, case)
                 for (name, case), text, group in zip(prompts, texts, groups, strict=True)
@@ -143,6 +154,7 @@ class GSPOTrainer(Trainer):
             ]
             rewards = torch.tensor(self.mixture.score(samples).rewards).view(len(prompts), cfg.group_size)
             rewards_seen.append(rewards)
+            lap("reward")
             mean = rewards.mean(-1)
             keep = informative(rewards) & (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
             advantages = (group_advantages(rewards) * keep.unsqueeze(-1)).flatten()
@@ -162,6 +174,7 @@ class GSPOTrainer(Trainer):
             clipped += out.clip_fraction
             response_tokens += float(batch["mask"].sum())
             staleness += sum(self.step - c.version for group in groups for c in group)  # 0: on-policy
+            lap("update")
         everything = torch.cat(rewards_seen)
         totals = [sum(losses) / len(losses), tokens, float(self.stop_requested), float(everything.sum()),
                   everything.numel(), clipped / len(losses), response_tokens, staleness]  # fmt: skip
@@ -175,7 +188,10 @@ class GSPOTrainer(Trainer):
             "response_length": length_sum / samples,
             "staleness": stale_sum / samples,
         }
+        lap("update")
         self._publish(self.step + 1)  # run() counts this step next; these weights sample the next one
+        lap("publish")
+        self.parts.update({f"seconds_{phase}": value for phase, value in seconds.items()})
         return loss / self.world, int(tokens_all)
 
     def _sequences(
