@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from vlmop.operator.localapi.cluster import free_port
+from vlmop.workloads.common import checkpoint
+from vlmop.workloads.pretrain import models
 
 COMMON = [
     "--model-preset", "tiny", "--seq-length", "64", "--precision", "fp32", "--micro-batch-size", "2",
@@ -35,13 +38,13 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def train(workdir: Path, data: Path, steps: int) -> list[dict[str, Any]]:
+def train(workdir: Path, data: Path, steps: int, *extra: str) -> list[dict[str, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
         "--master-port", str(free_port()), "-m", "vlmop.workloads.rl.mpo", "--data", str(data),
         "--checkpoint-dir", str(workdir / "ckpt"), "--log-file", str(workdir / "steps.jsonl"),
-        "--total-steps", str(steps), *COMMON,
+        "--total-steps", str(steps), *COMMON, *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLMOP_TERMINATION_LOG": str(workdir / "termination-log")}
     env.pop("TRITON_INTERPRET", None)  # the torch path of the fused log-prob, as on any CPU pod
@@ -56,7 +59,7 @@ def state(workdir: Path, step: int) -> dict[str, Any]:
 
 
 def test_mpo_starts_at_log_2_learns_the_preference_and_resumes_delta(pairs: Path, tmp_path: Path) -> None:
-    steps = train(tmp_path, pairs, 12)
+    steps = train(tmp_path, pairs, 12, "--export-dir", str(tmp_path / "export"))
     first, last = steps[0], steps[-1]
     assert first["preference"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 1
     assert first["delta"] == pytest.approx(0.0, abs=1e-6)
@@ -64,6 +67,15 @@ def test_mpo_starts_at_log_2_learns_the_preference_and_resumes_delta(pairs: Path
     assert last["generation"] < first["generation"]
     # δ saw every reward of every rank: 12 steps x 2 ranks x 2 pairs x (chosen, rejected)
     assert state(tmp_path, 12)["quality_baseline"]["count"] == 96
+
+    # The finished policy is exported for the next stage (GSPO, the rollout servers) to load.
+    exported = models.build(None, tmp_path / "export")
+    final = checkpoint.state(tmp_path / "ckpt" / "step-00000012")
+    assert final["step"] == 12 and sum(p.numel() for p in exported.parameters()) > 0
+    assert not any(
+        torch.equal(a, b)
+        for a, b in zip(exported.parameters(), models.build("tiny", None).parameters(), strict=True)
+    )  # trained, not the fresh init
 
     resumed = train(tmp_path, pairs, 14)
     assert [row["step"] for row in resumed[-2:]] == [13, 14]

@@ -104,3 +104,9 @@ def _encode_python(value: tuple[Any, ...]) -> list[Any]:
 def _decode_python(value: list[Any]) -> tuple[Any, ...]:
     version, internal, gauss = value
     return (version, tuple(internal), gauss)
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's weights as separate CPU tensors: DeepSpeed's parameters are views into flat
+    buffers, which safetensors refuses to save (it sees one storage shared by every tensor)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}

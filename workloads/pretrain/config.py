@@ -39,6 +39,7 @@ class TrainConfig:
     resume_from: str = "latest"
     metrics_port: int = 9400
     log_file: Path | None = None  # rank 0 appends one JSON line per step
+    export_dir: Path | None = None  # the finished model as a Hugging Face checkpoint (the next stage's start)
 
     def deepspeed(self) -> dict[str, Any]:
         if self.deepspeed_config:
@@ -81,6 +82,7 @@ def parser(data_required: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--resume-from", default=d.resume_from, help="latest, none, or a checkpoint directory")
     p.add_argument("--metrics-port", type=int, default=d.metrics_port, help="rank 0's endpoint; 0: off")
     p.add_argument("--log-file", type=Path, help="rank 0 appends one JSON line per step")
+    p.add_argument("--export-dir", type=Path, help="write the finished model here (config + safetensors)")
     return p
 
 

@@ -179,6 +179,25 @@ class Trainer:
         dist.barrier()
         return directory
 
+    def export(self, directory: Path) -> None:
+        """The trained model as a Hugging Face checkpoint (config + safetensors), written by rank 0:
+        what `--model-path` of the next stage (and the rollout servers) load. Under ZeRO-3 every rank
+        gathers the whole model for the moment of the copy."""
+        import deepspeed
+
+        module = self.engine.module
+        stage3 = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=stage3):
+            if self.rank == 0:
+                # Copies: DeepSpeed's parameters are views into flat buffers, which safetensors refuses.
+                state = {
+                    k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()
+                }
+                module.save_pretrained(directory, state_dict=state, safe_serialization=True)
+        dist.barrier()
+        if self.rank == 0:
+            log.info("exported the model to %s", directory)
+
     def extra_state(self) -> dict[str, Any]:
         """What a subclass keeps beside step and tokens in the checkpoint's state (JSON)."""
         return {}
@@ -250,6 +269,8 @@ class Trainer:
         except Exception as error:
             self._finish(f"{type(error).__name__}: {error}")
             raise
+        if cfg.export_dir:
+            self.export(cfg.export_dir)
         self._finish(None)
         return 0
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from vlmop.workloads.common.checkpoint import cpu_state_dict
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -49,9 +51,7 @@ def publish(
     name = f"v{version:08d}"
     staging = weights_dir / f".{name}.tmp"
     staging.mkdir(parents=True, exist_ok=True)
-    # Copies: DeepSpeed's parameters are views into flat buffers, which safetensors refuses to save.
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(staging / "model.safetensors"))
+    save_file(cpu_state_dict(model), str(staging / "model.safetensors"))
     staging.replace(weights_dir / name)
     for server in servers:
         _post(server.rstrip("/") + "/v1/load_weights", {"version": version, "path": name}, 300.0)
