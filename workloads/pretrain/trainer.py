@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from vlmop.workloads.common import checkpoint
-from vlmop.workloads.common.progress import Progress, Reporter
+from vlmop.workloads.common.progress import Progress, Reporter, write_termination_message
 from vlmop.workloads.pretrain import data, models
 from vlmop.workloads.pretrain.config import TrainConfig
 
@@ -225,6 +226,11 @@ class Trainer:
             self.engine.step()
             losses.append(loss.detach().float())
             tokens += int(batch["attention_mask"].sum())
+        return self.reduce_step(losses, tokens)
+
+    def reduce_step(self, losses: list[torch.Tensor], tokens: int) -> tuple[float, int]:
+        """(mean loss over ranks, tokens over ranks), and whether any rank was asked to stop: one
+        all-reduce for all three."""
         extra = torch.tensor([float(tokens), float(self.stop_requested)], device=self.engine.device)
         summary = torch.cat([torch.stack(losses).mean().reshape(1), extra])
         dist.all_reduce(summary)
@@ -310,3 +316,18 @@ class Trainer:
         if self.reporter:
             self.reporter.close()
         dist.destroy_process_group()
+
+
+def launch(make: Callable[[], Trainer]) -> int:
+    """The entry point of every trainer: build it (a failure to build is written to the termination
+    message, so the pod's status says why), train, and exit with its code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        trainer = make()
+    except Exception as error:
+        write_termination_message({"message": f"{type(error).__name__}: {error}"})
+        raise
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -25,10 +25,9 @@ from typing import Any, cast
 import torch
 import torch.distributed as dist
 
-from vlmop.workloads.common.progress import write_termination_message
 from vlmop.workloads.pretrain import config as pretrain_config
 from vlmop.workloads.pretrain import data
-from vlmop.workloads.pretrain.trainer import Trainer
+from vlmop.workloads.pretrain.trainer import Trainer, launch
 from vlmop.workloads.rl import rollout
 from vlmop.workloads.rl.logprobs import token_logps
 from vlmop.workloads.rl.losses import LossMode, group_advantages, informative, policy_loss
@@ -227,17 +226,8 @@ def default_rewards(tasks: tuple[str, ...]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = parse(argv)
-    try:
-        trainer = GSPOTrainer(config)
-    except Exception as error:  # bad config or model: say why in the pod's status, not only its log
-        write_termination_message({"message": f"{type(error).__name__}: {error}"})
-        raise
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    return launch(lambda: GSPOTrainer(config))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,9 @@ from typing import Any, cast
 import torch
 import torch.distributed as dist
 
-from vlmop.workloads.common.progress import write_termination_message
 from vlmop.workloads.pretrain import config as pretrain_config
 from vlmop.workloads.pretrain import data
-from vlmop.workloads.pretrain.trainer import Trainer
+from vlmop.workloads.pretrain.trainer import Trainer, launch
 from vlmop.workloads.rl import preference
 from vlmop.workloads.rl.logprobs import token_logps
 from vlmop.workloads.rl.losses import MPOConfig, QualityBaseline, mpo_loss, sequence_logps
@@ -116,11 +115,7 @@ class MPOTrainer(Trainer):
             self.parts = {"preference": float(out.preference), "quality": float(out.quality),
                           "generation": float(out.generation), "delta": out.delta}  # fmt: skip
             tokens += int(batch["attention_mask"].sum())
-        extra = torch.tensor([float(tokens), float(self.stop_requested)], device=self.engine.device)
-        summary = torch.cat([torch.stack(losses).mean().reshape(1), extra])
-        dist.all_reduce(summary)
-        self.stop_requested = bool(summary[2] > 0)
-        return float(summary[0]) / self.world, int(summary[1])
+        return self.reduce_step(losses, tokens)
 
     def log_fields(self) -> dict[str, float]:
         return dict(self.parts)  # rank 0's last micro-batch
@@ -134,17 +129,8 @@ class MPOTrainer(Trainer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = parse(argv)
-    try:
-        trainer = MPOTrainer(config)
-    except Exception as error:  # bad data or model: say why in the pod's status, not only its log
-        write_termination_message({"message": f"{type(error).__name__}: {error}"})
-        raise
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    return launch(lambda: MPOTrainer(config))
 
 
 if __name__ == "__main__":
