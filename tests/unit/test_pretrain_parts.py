@@ -120,6 +120,15 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert schedule(parse(["--data", "x", "--lr-schedule", "constant"]))(500) == 1.0
 
 
+def test_schedule_counts_updates_when_a_step_holds_several() -> None:
+    cfg = parse(
+        ["--data", "x", "--lr", "1.0", "--min-lr", "0.1", "--warmup-steps", "4", "--total-steps", "14"]
+    )
+    per_step, three = schedule(cfg), schedule(cfg, updates_per_step=3)
+    assert [three(u) for u in (2, 5, 8, 11)] == [per_step(s) for s in range(4)]  # each step's last update
+    assert three(9 * 3) == pytest.approx(per_step(9)) and three(14 * 3) == pytest.approx(0.1)
+
+
 def test_progress_contract_between_trainer_and_operator() -> None:
     report = Progress(
         step=5, total_steps=10, loss=2.5, tokens_per_second=100.0, latest_checkpoint="/c/step-5"

@@ -30,13 +30,15 @@ SIGTERM_EXIT = 143  # 128 + SIGTERM: the pod fails, so the operator restarts the
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
 
 
-def schedule(cfg: TrainConfig) -> Any:
-    """LR multiplier per step: linear warm-up, then cosine/linear decay to min_lr (or constant)."""
+def schedule(cfg: TrainConfig, updates_per_step: int = 1) -> Any:
+    """LR multiplier per optimizer update: linear warm-up, then cosine/linear decay to min_lr (or
+    constant). Warm-up and total are in steps; a step may hold several updates (GSPO's mini-batches)."""
     floor = cfg.min_lr / cfg.lr
 
-    def factor(step: int) -> float:
+    def factor(update: int) -> float:
+        step = update / updates_per_step
         if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
+            return (update + 1) / (cfg.warmup_steps * updates_per_step)
         if cfg.lr_schedule == "constant":
             return 1.0
         done = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
@@ -107,7 +109,9 @@ class Trainer:
             model=self.model,
             optimizer=optimizer,
             # Built on DeepSpeed's wrapped optimizer, whose param groups are the ones that step.
-            lr_scheduler=lambda wrapped: torch.optim.lr_scheduler.LambdaLR(wrapped, schedule(cfg)),
+            lr_scheduler=lambda wrapped: torch.optim.lr_scheduler.LambdaLR(
+                wrapped, schedule(cfg, self.updates_per_step())
+            ),
             config=self.ds_config,
         )
         self.order = data.Order(
@@ -198,6 +202,10 @@ class Trainer:
         dist.barrier()
         if self.rank == 0:
             log.info("exported the model to %s", directory)
+
+    def updates_per_step(self) -> int:
+        """Optimizer updates in one step (the learning-rate schedule counts them)."""
+        return 1
 
     def extra_state(self) -> dict[str, Any]:
         """What a subclass keeps beside step and tokens in the checkpoint's state (JSON)."""

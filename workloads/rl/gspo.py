@@ -3,12 +3,11 @@
 Each step, every rank takes its prompts (generated task cases, addressed by step like the pretraining
 data), asks a rollout server for G samples each, scores them with the Mixture-of-Rewards, turns the
 rewards into group advantages (dropping groups with no signal and prompts outside the accuracy band),
-and updates the policy with the GSPO (or GRPO) loss on the sampled tokens. Rank 0 then publishes the
-new weights to every rollout server, so the next step samples from them; each sample records the
-version it came from (staleness is logged).
-
-One optimizer step per rollout batch for now: π_old is the policy that sampled, so the ratio starts at
-1 and the clip only binds once several mini-batches share a rollout batch."""
+and updates the policy with the GSPO (or GRPO) loss on the sampled tokens, in `--mini-batches`
+optimizer updates per rollout batch: π_old is the policy that sampled, fixed for the batch, so the
+ratio (and the clip) moves from the second update on. Rank 0 then publishes the new weights to every
+rollout server, so the next step samples from them; each sample records the version it came from
+(staleness is logged)."""
 
 from __future__ import annotations
 
@@ -52,6 +51,7 @@ class GSPOTrainConfig(pretrain_config.TrainConfig):
     eps_high: float | None = None
     min_accuracy: float = 0.2
     max_accuracy: float = 0.8
+    mini_batches: int = 1  # policy updates per rollout batch (promptsPerStep / miniBatchPrompts)
     lr: float = 1e-6  # InternVL3.5's GSPO learning rate
 
 
@@ -74,6 +74,7 @@ def parse(argv: list[str] | None = None) -> GSPOTrainConfig:
     p.add_argument("--eps-high", type=float)
     p.add_argument("--min-accuracy", type=float, default=d.min_accuracy)
     p.add_argument("--max-accuracy", type=float, default=d.max_accuracy)
+    p.add_argument("--mini-batches", type=int, default=d.mini_batches, help="updates per rollout batch")
     args = vars(p.parse_args(argv))
     if args.get("model_path"):
         args["model_preset"] = None
@@ -103,6 +104,10 @@ class GSPOTrainer(Trainer):
         super().__init__(cfg)
         if int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
             raise ValueError("the GSPO trainer publishes whole weights from rank 0: use ZeRO stage 0-2")
+        if self.engine.gradient_accumulation_steps() != 1:
+            raise ValueError("GSPO updates once per mini-batch: use --gradient-accumulation-steps 1")
+        if not 1 <= cfg.mini_batches <= self.engine.train_micro_batch_size_per_gpu():
+            raise ValueError("--mini-batches must be between 1 and the prompts per rank (--micro-batch-size)")
         spec = json.loads(cfg.rewards.read_text()) if cfg.rewards else default_rewards(cfg.tasks)
         self.mixture = MixtureOfRewards.from_spec(spec)
         self.tokenizer = data.tokenizer_for(cfg.model_path)
@@ -116,6 +121,9 @@ class GSPOTrainer(Trainer):
     def cases(self) -> Cases:
         return cast(Cases, self.data)
 
+    def updates_per_step(self) -> int:
+        return self.cfg.mini_batches
+
     def resume(self) -> Path | None:
         found = super().resume()
         self._publish(self.step)  # the servers sample from exactly the policy being trained
@@ -127,8 +135,7 @@ class GSPOTrainer(Trainer):
         dist.barrier()
 
     def train_step(self) -> tuple[float, int]:
-        cfg, losses, tokens, rewards_seen = self.cfg, [], 0, []
-        clipped = response_tokens = staleness = 0.0
+        cfg = self.cfg
         seconds = dict.fromkeys(("rollout", "reward", "update", "publish"), 0.0)  # this rank's
         clock = time.perf_counter()
 
@@ -138,45 +145,47 @@ class GSPOTrainer(Trainer):
             seconds[phase] += now - clock
             clock = now
 
-        for indices in self.order.micro_batches(self.step, self.rank):
-            prompts = [self.cases[i] for i in indices]
-            texts = [TASKS[name].prompt_func(case) for name, case in prompts]
-            groups = [
-                rollout.sample(self.server, text, cfg.group_size, cfg.temperature, cfg.max_tokens)
-                for text in texts
-            ]
-            lap("rollout")
-            samples = [
-                Sample(name, text, c.text, case)
-                for (name, case), text, group in zip(prompts, texts, groups, strict=True)
-                for c in group
-            ]
-            rewards = torch.tensor(self.mixture.score(samples).rewards).view(len(prompts), cfg.group_size)
-            rewards_seen.append(rewards)
-            lap("reward")
-            mean = rewards.mean(-1)
-            keep = informative(rewards) & (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
-            advantages = (group_advantages(rewards) * keep.unsqueeze(-1)).flatten()
-            batch = self._sequences(texts, groups)
-            logps = token_logps(self.engine.module, batch["input_ids"], batch["attention_mask"])
+        indices = [i for micro in self.order.micro_batches(self.step, self.rank) for i in micro]
+        prompts = [self.cases[i] for i in indices]
+        texts = [TASKS[name].prompt_func(case) for name, case in prompts]
+        groups = [
+            rollout.sample(self.server, text, cfg.group_size, cfg.temperature, cfg.max_tokens)
+            for text in texts
+        ]
+        lap("rollout")
+        samples = [
+            Sample(name, text, c.text, case)
+            for (name, case), text, group in zip(prompts, texts, groups, strict=True)
+            for c in group
+        ]
+        rewards = torch.tensor(self.mixture.score(samples).rewards).view(len(prompts), cfg.group_size)
+        lap("reward")
+        mean = rewards.mean(-1)
+        keep = informative(rewards) & (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
+        advantages = (group_advantages(rewards) * keep.unsqueeze(-1)).flatten().to(self.engine.device)
+        batch = self._sequences(texts, groups)
+        with torch.no_grad():  # π_old: the policy that sampled, fixed across the mini-batches
+            old = token_logps(self.engine.module, batch["input_ids"], batch["attention_mask"])
+        losses, clipped = [], 0.0
+        for part in torch.arange(len(prompts)).tensor_split(cfg.mini_batches):
+            rows = (part.unsqueeze(-1) * cfg.group_size + torch.arange(cfg.group_size)).flatten()
+            logps = token_logps(self.engine.module, batch["input_ids"][rows], batch["attention_mask"][rows])
             out = policy_loss(
-                logps, logps.detach(), batch["mask"], advantages.to(logps.device), cfg.loss_mode,
-                cfg.eps_low, cfg.eps_high,
+                logps, old[rows], batch["mask"][rows], advantages[rows], cfg.loss_mode, cfg.eps_low,
+                cfg.eps_high,
             )  # fmt: skip
             # Dropped groups have zero advantage; average over the kept sequences only. Every rank
             # still runs backward and step, so the collectives stay in step.
-            loss = out.loss * (len(advantages) / max(int(keep.sum()) * cfg.group_size, 1))
+            loss = out.loss * (len(rows) / max(int(keep[part].sum()) * cfg.group_size, 1))
             self.engine.backward(loss)
-            self.engine.step()
+            self.engine.step()  # one optimizer update per mini-batch (gradient accumulation is 1)
             losses.append(float(loss.detach()))
-            tokens += int(batch["attention_mask"].sum())
             clipped += out.clip_fraction
-            response_tokens += float(batch["mask"].sum())
-            staleness += sum(self.step - c.version for group in groups for c in group)  # 0: on-policy
-            lap("update")
-        everything = torch.cat(rewards_seen)
-        totals = [sum(losses) / len(losses), tokens, float(self.stop_requested), float(everything.sum()),
-                  everything.numel(), clipped / len(losses), response_tokens, staleness]  # fmt: skip
+        tokens = int(batch["attention_mask"].sum())
+        response_tokens = float(batch["mask"].sum())
+        staleness = float(sum(self.step - c.version for group in groups for c in group))  # 0: on-policy
+        totals = [sum(losses) / len(losses), tokens, float(self.stop_requested), float(rewards.sum()),
+                  rewards.numel(), clipped / len(losses), response_tokens, staleness]  # fmt: skip
         summary = torch.tensor(totals, dtype=torch.float64, device=self.engine.device)
         dist.all_reduce(summary)
         loss, tokens_all, stop, reward_sum, samples, clip_sum, length_sum, stale_sum = summary.tolist()
