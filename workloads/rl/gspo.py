@@ -83,18 +83,47 @@ def parse(argv: list[str] | None = None) -> GSPOTrainConfig:
     return GSPOTrainConfig(**{f.name: args[f.name] for f in fields(GSPOTrainConfig) if f.name in args})
 
 
-class Cases:
-    """Generated (task, case) prompts, the same on every rank (seeded)."""
+@dataclass(frozen=True)
+class Prompt:
+    source: str  # the routing key of the Mixture-of-Rewards
+    text: str
+    gold: Any  # what the source's verifier checks against: an answer, tests, or a task case
 
-    def __init__(self, tasks: tuple[str, ...], count: int, seed: int) -> None:
-        rng = random.Random(seed)  # noqa: S311 (task data, not secrets)
-        self.items = [(name, TASKS[name].case_generator(rng)) for name in (tasks * count)[:count]]
+
+class Prompts:
+    """The prompts steps draw from, the same on every rank: JSONL records {"prompt", "source",
+    "answer" | "tests" | "case"} from --data, else cases generated (seeded) from --task."""
+
+    def __init__(self, cfg: GSPOTrainConfig) -> None:
+        if str(cfg.data) != "-":
+            self.items = [
+                _record(file, n, line)
+                for file in data.files(cfg.data, (".jsonl",))
+                for n, line in enumerate(file.read_text().splitlines(), 1)
+                if line.strip()
+            ]
+        else:
+            rng = random.Random(cfg.seed)  # noqa: S311 (task data, not secrets)
+            self.items = []
+            for name in (cfg.tasks * cfg.cases)[: cfg.cases]:
+                case = TASKS[name].case_generator(rng)
+                self.items.append(Prompt(name, TASKS[name].prompt_func(case), case))
+        if not self.items:
+            raise ValueError(f"no prompts in {cfg.data}")
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[str, dict[str, Any]]:
+    def __getitem__(self, index: int) -> Prompt:
         return self.items[index]
+
+
+def _record(file: Path, number: int, line: str) -> Prompt:
+    record = json.loads(line)
+    if not isinstance(record.get("prompt"), str) or not isinstance(record.get("source"), str):
+        raise ValueError(f'{file}:{number}: a prompt record needs "prompt" and "source" strings')
+    gold = next((record[k] for k in ("answer", "tests", "case") if k in record), None)
+    return Prompt(record["source"], record["prompt"], gold)
 
 
 class GSPOTrainer(Trainer):
@@ -110,16 +139,19 @@ class GSPOTrainer(Trainer):
             raise ValueError("--mini-batches must be between 1 and the prompts per rank (--micro-batch-size)")
         spec = json.loads(cfg.rewards.read_text()) if cfg.rewards else default_rewards(cfg.tasks)
         self.mixture = MixtureOfRewards.from_spec(spec)
+        unrouted = sorted({p.source for p in self.prompts.items} - self.mixture.routes.keys())
+        if unrouted:
+            raise ValueError(f"no reward route for the prompt sources {unrouted}: add them to --rewards")
         self.tokenizer = data.tokenizer_for(cfg.model_path)
         self.server = cfg.rollout_urls[self.rank % len(cfg.rollout_urls)]
         self.parts: dict[str, float] = {}
 
-    def _build_data(self) -> Cases:  # type: ignore[override]
-        return Cases(self.cfg.tasks, self.cfg.cases, self.cfg.seed)
+    def _build_data(self) -> Prompts:  # type: ignore[override]
+        return Prompts(self.cfg)
 
     @property
-    def cases(self) -> Cases:
-        return cast(Cases, self.data)
+    def prompts(self) -> Prompts:
+        return cast(Prompts, self.data)
 
     def updates_per_step(self) -> int:
         return self.cfg.mini_batches
@@ -146,24 +178,20 @@ class GSPOTrainer(Trainer):
             clock = now
 
         indices = [i for micro in self.order.micro_batches(self.step, self.rank) for i in micro]
-        prompts = [self.cases[i] for i in indices]
-        texts = [TASKS[name].prompt_func(case) for name, case in prompts]
+        prompts = [self.prompts[i] for i in indices]
         groups = [
-            rollout.sample(self.server, text, cfg.group_size, cfg.temperature, cfg.max_tokens)
-            for text in texts
+            rollout.sample(self.server, p.text, cfg.group_size, cfg.temperature, cfg.max_tokens)
+            for p in prompts
         ]
         lap("rollout")
-        samples = [
-            Sample(name, text, c.text, case)
-            for (name, case), text, group in zip(prompts, texts, groups, strict=True)
-            for c in group
-        ]
+        samples = [Sample(p.source, p.text, c.text, p.gold) for p, group in zip(prompts, groups, strict=True)
+                   for c in group]  # fmt: skip
         rewards = torch.tensor(self.mixture.score(samples).rewards).view(len(prompts), cfg.group_size)
         lap("reward")
         mean = rewards.mean(-1)
         keep = informative(rewards) & (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
         advantages = (group_advantages(rewards) * keep.unsqueeze(-1)).flatten().to(self.engine.device)
-        batch = self._sequences(texts, groups)
+        batch = self._sequences([p.text for p in prompts], groups)
         with torch.no_grad():  # π_old: the policy that sampled, fixed across the mini-batches
             old = token_logps(self.engine.module, batch["input_ids"], batch["attention_mask"])
         losses, clipped = [], 0.0
