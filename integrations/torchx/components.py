@@ -6,6 +6,8 @@ scheduler that runs `dist.torchrun` runs them: `vlmop.pretrain`, and Cascade RL'
 `vlmop.mpo` and `vlmop.gspo`."""
 
 # No `from __future__ import annotations`: torchx parses the command line by the real annotations.
+from collections.abc import Mapping
+
 from torchx.components.dist import torchrun
 from torchx.specs import AppDef
 
@@ -54,30 +56,19 @@ def pretrain(
         memMB: memory per node in MB
         max_retries: whole-gang restarts on failure
     """
-    model = ["--model-path", model_path] if model_path else ["--model-preset", preset]
-    args = [
-        *model,
-        "--data", data,
-        "--seq-length", str(seq_length),
-        "--total-steps", str(total_steps),
-        "--zero-stage", str(zero_stage),
-        "--precision", precision,
-        "--micro-batch-size", str(micro_batch_size),
-        "--checkpoint-dir", checkpoint_dir,
-        "--checkpoint-interval", str(checkpoint_interval),
-        "--metrics-port", str(metrics_port),
-        *extra,
-    ]  # fmt: skip
-    return torchrun(
-        *args,
-        m="vlmop.workloads.pretrain",
-        image=image,
-        name="vlmop-pretrain",
-        j=j,
-        cpu=cpu,
-        gpu=gpu,
-        memMB=memMB,
-        max_retries=max_retries,
+    flags = {
+        "data": data,
+        "seq-length": seq_length,
+        "total-steps": total_steps,
+        "zero-stage": zero_stage,
+        "precision": precision,
+        "micro-batch-size": micro_batch_size,
+        "checkpoint-dir": checkpoint_dir,
+        "checkpoint-interval": checkpoint_interval,
+        "metrics-port": metrics_port,
+    }
+    return _trainer(
+        "vlmop.workloads.pretrain", preset, model_path, flags, extra, image, j, cpu, gpu, memMB, max_retries
     )
 
 
@@ -127,24 +118,22 @@ def mpo(
         memMB: memory per node in MB
         max_retries: whole-gang restarts on failure
     """
-    model = ["--model-path", model_path] if model_path else ["--model-preset", preset]
-    args = [
-        *model,
-        "--data", data,
-        "--seq-length", str(seq_length),
-        "--total-steps", str(total_steps),
-        "--beta", str(beta),
-        "--lr", str(lr),
-        "--zero-stage", str(zero_stage),
-        "--precision", precision,
-        "--micro-batch-size", str(micro_batch_size),
-        "--checkpoint-dir", checkpoint_dir,
-        "--checkpoint-interval", str(checkpoint_interval),
-        "--metrics-port", str(metrics_port),
-        *extra,
-    ]  # fmt: skip
-    return torchrun(*args, m="vlmop.workloads.rl.mpo", image=image, name="vlmop-mpo", j=j, cpu=cpu, gpu=gpu,
-                    memMB=memMB, max_retries=max_retries)  # fmt: skip
+    flags = {
+        "data": data,
+        "seq-length": seq_length,
+        "total-steps": total_steps,
+        "beta": beta,
+        "lr": lr,
+        "zero-stage": zero_stage,
+        "precision": precision,
+        "micro-batch-size": micro_batch_size,
+        "checkpoint-dir": checkpoint_dir,
+        "checkpoint-interval": checkpoint_interval,
+        "metrics-port": metrics_port,
+    }
+    return _trainer(
+        "vlmop.workloads.rl.mpo", preset, model_path, flags, extra, image, j, cpu, gpu, memMB, max_retries
+    )
 
 
 def gspo(
@@ -203,26 +192,56 @@ def gspo(
         memMB: memory per node in MB
         max_retries: whole-gang restarts on failure
     """
-    model = ["--model-path", model_path] if model_path else ["--model-preset", preset]
     servers = [arg for url in rollout_url.split(",") if url for arg in ("--rollout-url", url)]
     tasks = [arg for name in task.split(",") if name for arg in ("--task", name)]
-    args = [
-        *model, *servers, *tasks,
-        "--weights-dir", weights_dir,
-        *(["--rewards", rewards] if rewards else []),
-        "--group-size", str(group_size),
-        "--max-tokens", str(max_tokens),
-        "--temperature", str(temperature),
-        "--loss-mode", loss_mode,
-        "--total-steps", str(total_steps),
-        "--lr", str(lr),
-        "--zero-stage", str(zero_stage),
-        "--precision", precision,
-        "--micro-batch-size", str(prompts_per_rank),
-        "--checkpoint-dir", checkpoint_dir,
-        "--checkpoint-interval", str(checkpoint_interval),
-        "--metrics-port", str(metrics_port),
-        *extra,
-    ]  # fmt: skip
-    return torchrun(*args, m="vlmop.workloads.rl.gspo", image=image, name="vlmop-gspo", j=j, cpu=cpu, gpu=gpu,
-                    memMB=memMB, max_retries=max_retries)  # fmt: skip
+    flags = {
+        "weights-dir": weights_dir,
+        "rewards": rewards,
+        "group-size": group_size,
+        "max-tokens": max_tokens,
+        "temperature": temperature,
+        "loss-mode": loss_mode,
+        "total-steps": total_steps,
+        "lr": lr,
+        "zero-stage": zero_stage,
+        "precision": precision,
+        "micro-batch-size": prompts_per_rank,
+        "checkpoint-dir": checkpoint_dir,
+        "checkpoint-interval": checkpoint_interval,
+        "metrics-port": metrics_port,
+    }
+    return _trainer(
+        "vlmop.workloads.rl.gspo",
+        preset,
+        model_path,
+        flags,
+        (*servers, *tasks, *extra),
+        image,
+        j,
+        cpu,
+        gpu,
+        memMB,
+        max_retries,
+    )
+
+
+def _trainer(
+    module: str,
+    preset: str,
+    model_path: str | None,
+    flags: Mapping[str, object],
+    extra: tuple[str, ...],
+    image: str,
+    j: str,
+    cpu: int,
+    gpu: int,
+    memMB: int,  # torchx's resource argument name
+    max_retries: int,
+) -> AppDef:
+    """dist.torchrun around `python -m <module>` with the model, the flags that are set, and extra."""
+    model = ["--model-path", model_path] if model_path else ["--model-preset", preset]
+    args = [*model, *(arg for k, v in flags.items() if v is not None for arg in (f"--{k}", str(v))), *extra]
+    name = "vlmop-" + module.rsplit(".", 1)[-1]
+    return torchrun(
+        *args, m=module, image=image, name=name, j=j, cpu=cpu, gpu=gpu, memMB=memMB, max_retries=max_retries
+    )

@@ -32,9 +32,14 @@ async def test_completions_carry_token_ids_and_the_policy_version(client: Any) -
     assert reply.status == 200
     body = await reply.json()
     assert body["policy_version"] == 0 and len(body["choices"]) == 3
+    tokenizer = ByteTokenizer()
     for choice in body["choices"]:
-        assert 1 <= len(choice["token_ids"]) <= 5 and choice["finish_reason"] in ("stop", "length")
-        assert isinstance(choice["text"], str)
+        ids = choice["token_ids"]
+        if choice["finish_reason"] == "length":  # ran to max_tokens without an end
+            assert len(ids) == 5 and tokenizer.eos_id not in ids
+        else:  # stopped at the end token, which is kept: the policy is scored on it
+            assert choice["finish_reason"] == "stop" and ids[-1] == tokenizer.eos_id and len(ids) <= 5
+        assert choice["text"] == tokenizer.decode(ids)
 
 
 @pytest.mark.parametrize(

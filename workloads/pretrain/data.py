@@ -76,6 +76,14 @@ def files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return found
 
 
+def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", record) for every non-empty line of the .jsonl files under `path`."""
+    for file in files(path, (".jsonl",)):
+        for number, line in enumerate(file.read_text().splitlines(), 1):
+            if line.strip():
+                yield f"{file}:{number}", json.loads(line)
+
+
 def documents(path: Path, tokenizer: Tokenizer) -> Iterator[np.ndarray]:
     for file in files(path, (".npy", ".txt", ".jsonl")):
         if file.suffix == ".npy":
@@ -83,9 +91,8 @@ def documents(path: Path, tokenizer: Tokenizer) -> Iterator[np.ndarray]:
         elif file.suffix == ".txt":
             yield np.asarray(tokenizer.encode(file.read_text()), dtype=np.int64)
         else:
-            for line in file.read_text().splitlines():
-                if line.strip():
-                    yield np.asarray(tokenizer.encode(json.loads(line)["text"]), dtype=np.int64)
+            for _, record in jsonl_records(file):
+                yield np.asarray(tokenizer.encode(record["text"]), dtype=np.int64)
 
 
 class Sequences(Protocol):

@@ -96,12 +96,7 @@ class Prompts:
 
     def __init__(self, cfg: GSPOTrainConfig) -> None:
         if str(cfg.data) != "-":
-            self.items = [
-                _record(file, n, line)
-                for file in data.files(cfg.data, (".jsonl",))
-                for n, line in enumerate(file.read_text().splitlines(), 1)
-                if line.strip()
-            ]
+            self.items = [_prompt(where, record) for where, record in data.jsonl_records(cfg.data)]
         else:
             rng = random.Random(cfg.seed)  # noqa: S311 (task data, not secrets)
             self.items = []
@@ -118,10 +113,9 @@ class Prompts:
         return self.items[index]
 
 
-def _record(file: Path, number: int, line: str) -> Prompt:
-    record = json.loads(line)
+def _prompt(where: str, record: dict[str, Any]) -> Prompt:
     if not isinstance(record.get("prompt"), str) or not isinstance(record.get("source"), str):
-        raise ValueError(f'{file}:{number}: a prompt record needs "prompt" and "source" strings')
+        raise ValueError(f'{where}: a prompt record needs "prompt" and "source" strings')
     gold = next((record[k] for k in ("answer", "tests", "case") if k in record), None)
     return Prompt(record["source"], record["prompt"], gold)
 

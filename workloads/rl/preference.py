@@ -4,13 +4,12 @@ rejected so one forward pass serves both."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vlmop.workloads.pretrain.data import Tokenizer, files
+from vlmop.workloads.pretrain.data import Tokenizer, jsonl_records
 
 
 @dataclass(frozen=True)
@@ -25,18 +24,14 @@ class Pairs:
     def __init__(self, path: Path, tokenizer: Tokenizer, seq_length: int) -> None:
         self.pairs: list[Pair] = []
         self.pad_id = tokenizer.pad_id
-        for file in files(path, (".jsonl",)):
-            for number, line in enumerate(file.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                missing = {"prompt", "chosen", "rejected"} - record.keys()
-                if missing:
-                    raise ValueError(f"{file}:{number}: a preference pair needs {sorted(missing)}")
-                prompt = [tokenizer.bos_id, *tokenizer.encode(record["prompt"])]
-                chosen, c_start = _join(prompt, tokenizer.encode(record["chosen"]), tokenizer, seq_length)
-                rejected, r_start = _join(prompt, tokenizer.encode(record["rejected"]), tokenizer, seq_length)
-                self.pairs.append(Pair(chosen, c_start, rejected, r_start))
+        for where, record in jsonl_records(path):
+            missing = {"prompt", "chosen", "rejected"} - record.keys()
+            if missing:
+                raise ValueError(f"{where}: a preference pair needs {sorted(missing)}")
+            prompt = [tokenizer.bos_id, *tokenizer.encode(record["prompt"])]
+            chosen, c_start = _join(prompt, tokenizer.encode(record["chosen"]), tokenizer, seq_length)
+            rejected, r_start = _join(prompt, tokenizer.encode(record["rejected"]), tokenizer, seq_length)
+            self.pairs.append(Pair(chosen, c_start, rejected, r_start))
         if not self.pairs:
             raise ValueError(f"no preference pairs under {path}")
 

@@ -35,7 +35,22 @@ def last_answer(text: str) -> str | None:
     return max(found)[1].strip() if found else None
 
 
-class Arithmetic24:
+class TaggedAnswer:
+    """A task whose answer is the last <answer>...</answer> (or \\boxed{...}) of the response; a
+    response without one scores 0."""
+
+    def extract_output(self, text: str) -> str | None:
+        return last_answer(text)
+
+    def verify_score(self, text: str, case: Case) -> float:
+        answer = self.extract_output(text)
+        return 0.0 if answer is None else self.score(answer, case)
+
+    def score(self, answer: str, case: Case) -> float:
+        raise NotImplementedError
+
+
+class Arithmetic24(TaggedAnswer):
     name = "arithmetic-24"
     instruction = "Put the expression alone in <answer></answer>."
 
@@ -52,13 +67,7 @@ class Arithmetic24:
             + self.instruction
         )
 
-    def extract_output(self, text: str) -> str | None:
-        return last_answer(text)
-
-    def verify_score(self, text: str, case: Case) -> float:
-        expression = self.extract_output(text)
-        if not expression:
-            return 0.0
+    def score(self, expression: str, case: Case) -> float:
         try:
             value, used = _evaluate(
                 ast.parse(expression.replace("\u00d7", "*").replace("\u00f7", "/"), mode="eval").body
@@ -68,7 +77,7 @@ class Arithmetic24:
         return 1.0 if value == 24 and sorted(used) == sorted(case["numbers"]) else 0.0
 
 
-class Sorting:
+class Sorting(TaggedAnswer):
     name = "sorting"
 
     def case_generator(self, rng: random.Random) -> Case:
@@ -80,21 +89,12 @@ class Sorting:
             "Put the sorted list, comma-separated, in <answer></answer>."
         )
 
-    def extract_output(self, text: str) -> str | None:
-        return last_answer(text)
-
-    def verify_score(self, text: str, case: Case) -> float:
-        answer = self.extract_output(text)
-        if answer is None:
-            return 0.0
-        try:
-            numbers = [int(x) for x in re.findall(r"-?\d+", answer)]
-        except ValueError:
-            return 0.0
+    def score(self, answer: str, case: Case) -> float:
+        numbers = [int(x) for x in re.findall(r"-?\d+", answer)]
         return 1.0 if numbers == sorted(case["numbers"]) else 0.0
 
 
-class KnightsAndKnaves:
+class KnightsAndKnaves(TaggedAnswer):
     """Each islander makes one statement about another ("X is a knight/knave") or about two ("X and
     Y are the same/different kind"); cases are kept only when exactly one assignment fits."""
 
@@ -143,13 +143,7 @@ class KnightsAndKnaves:
             "(write none if there are none)."
         )
 
-    def extract_output(self, text: str) -> str | None:
-        return last_answer(text)
-
-    def verify_score(self, text: str, case: Case) -> float:
-        answer = self.extract_output(text)
-        if answer is None:
-            return 0.0
+    def score(self, answer: str, case: Case) -> float:
         named = sorted({n for n in case["names"] if re.search(rf"\b{n}\b", answer, re.IGNORECASE)})
         return 1.0 if named == case["knights"] else 0.0
 
