@@ -115,9 +115,13 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
             raise
 
 
-def converge(namespace: str, desired: Sequence[Manifest], actual: Iterable[ChildRef]) -> int:
-    """Make the children match `desired`; returns how many writes it took (0 when converged)."""
-    have = {(c.kind, c.name): c for c in actual}
+def converge(
+    namespace: str, desired: Sequence[Manifest], actual: Iterable[ChildRef], keep: Iterable[str] = ()
+) -> int:
+    """Make the children match `desired`, leaving the children named in `keep` as they are; returns
+    how many writes it took (0 when converged)."""
+    kept = set(keep)
+    have = {(c.kind, c.name): c for c in actual if c.name not in kept}
     want = {(m["kind"], m["metadata"]["name"]): m for m in desired}
     companions = [m for m in desired if m["kind"] in COMPANIONS]
     writes = 0

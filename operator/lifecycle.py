@@ -74,7 +74,9 @@ def decide(
     job: JobView | None,
     pods: Sequence[PodView],
     now: datetime.datetime,
+    scope: str = "",
 ) -> Decision:
+    """`scope` names the part of the job the gang runs (a stage), prefixed to its failure messages."""
     current = dict(status)
     restarts = int(current.get("restarts") or 0)
     phase = current.get("phase")
@@ -118,6 +120,8 @@ def decide(
             if failed
             else (f"job {job.name} failed: {job.failed}" if job and job.failed else None)
         )
+        if failure and scope:
+            failure = f"{scope}: {failure}"
         if start and deadline and (now - start).total_seconds() > deadline:
             finish("Failed", DEADLINE, f"ran longer than activeDeadlineSeconds={deadline}")
             workers = False

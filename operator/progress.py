@@ -10,12 +10,15 @@ import json
 import math
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 # The JSON keys are the status field names (camelCase), written by vlmop.workloads.common.progress.
-NUMBERS = ("step", "totalSteps", "loss", "tokensPerSecond", "mfu")
+NUMBERS = ("step", "totalSteps", "loss", "tokensPerSecond", "mfu", "clipFraction", "policyVersion")
+INTEGERS = ("step", "totalSteps", "policyVersion")
 STRINGS = ("latestCheckpoint",)
 STATUS_KEYS = ("step", "totalSteps", "loss", "tokensPerSecond", "latestCheckpoint")
+# The GSPO trainer's mean reward per task/source; bounded like everything from a pod.
+BY_SOURCE, MAX_SOURCES = "meanRewardBySource", 64
 
 
 def parse(text: str | bytes) -> dict[str, Any] | None:
@@ -29,13 +32,23 @@ def parse(text: str | bytes) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for key in NUMBERS:
         value = raw.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            out[key] = int(value) if key in ("step", "totalSteps") else round(float(value), 4)
+        if _number(value):
+            out[key] = int(value) if key in INTEGERS else round(float(value), 4)
     for key in STRINGS:
         value = raw.get(key)
         if isinstance(value, str) and len(value) <= 1024:
             out[key] = value
+    sources = raw.get(BY_SOURCE)
+    if isinstance(sources, dict):
+        rewards = {k: round(float(v), 4) for k, v in sources.items() if isinstance(k, str) and len(k) <= 63
+                   and _number(v)}  # fmt: skip
+        if rewards and len(rewards) <= MAX_SOURCES:
+            out[BY_SOURCE] = rewards
     return out or None
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read(ip: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ from vlmop.operator.api.common import (
     JobPhase,
     KindInfo,
     Placement,
-    Resources,
     RunPolicy,
     Scheduling,
     cel,
@@ -65,7 +64,12 @@ class Sampling(ApiModel):
 
 
 class RolloutPool(Placement):
-    engine: Literal["vllm"] = Field("vllm", description="Inference engine serving the rollouts.")
+    engine: Literal["vlmop"] = Field(
+        "vlmop",
+        description="Inference engine serving the rollouts: vlmop (the rl image's OpenAI-compatible "
+        "server: /v1/completions with token ids and policy version, reloads each published version).",
+    )
+    port: int = Field(8000, ge=1024, le=65535, description="HTTP port of each rollout server.")
     replicas: int = Field(1, ge=1, description="Rollout server replicas.")
     gpus_per_replica: int = Field(1, ge=0, description="GPUs per rollout server.")
     tensor_parallel: int = Field(1, ge=1, description="Tensor-parallel size inside each server.")
@@ -73,11 +77,13 @@ class RolloutPool(Placement):
     sampling: Sampling = sub(Sampling, "How answers are sampled.")
 
 
-class VerifierPool(ApiModel):
-    image: str = Field(description="Image serving the verifier model over HTTP.")
+class VerifierPool(Placement):
+    args: list[str] = Field(
+        default_factory=list, description="Arguments of the verifier server (after the image's entry point)."
+    )
+    port: int = Field(8000, ge=1024, le=65535, description="HTTP port of the verifier server.")
     replicas: int = Field(1, ge=1, description="Verifier server replicas.")
     gpus_per_replica: int = Field(1, ge=0, description="GPUs per verifier server.")
-    resources: Resources = sub(Resources, "CPU and memory of each verifier pod.")
 
 
 class Verifier(ApiModel):
@@ -161,10 +167,15 @@ class PromptFilter(ApiModel):
 
 
 class WeightSync(ApiModel):
-    method: Literal["shared-volume", "broadcast"] = Field(
-        "shared-volume", description="Versioned safetensors on a shared volume, or an NCCL broadcast."
+    method: Literal["shared-volume"] = Field(
+        "shared-volume",
+        description="shared-volume: rank 0 writes each version as safetensors on a claim both trainer "
+        "and rollout pool mount, then every rollout server loads it.",
     )
-    claim_name: str | None = Field(None, description="PVC shared by trainer and rollout pool.")
+    claim_name: str | None = Field(
+        None, description="PVC shared by trainer and rollout pool; the checkpoint claim when empty."
+    )
+    mount_path: str = Field("/weights", pattern="^/", description="Where the weights claim is mounted.")
     interval_steps: int = Field(1, ge=1, description="Publish new weights every this many updates.")
 
 
@@ -195,7 +206,24 @@ class CascadeRLJobSpec(TrainerSpec):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.stages.exists(s, !s.skip)", "at least one stage must not be skipped", ".stages")
+                cel("self.stages.exists(s, !s.skip)", "at least one stage must not be skipped", ".stages"),
+                cel(
+                    "self.stages.filter(s, !s.skip).size() <= 1 || has(self.checkpoint.claimName)",
+                    "stages hand over their final model on the checkpoint claim: set checkpoint.claimName",
+                    ".checkpoint.claimName",
+                ),
+                cel(
+                    "self.stages.all(s, s.kind != 'gspo' || s.skip || has(s.weightSync.claimName) "
+                    "|| has(self.checkpoint.claimName))",
+                    "a gspo stage publishes weights to its rollout pool on a shared claim: set "
+                    "weightSync.claimName or checkpoint.claimName",
+                    ".stages",
+                ),
+                cel(
+                    "!has(self.topology.command) || size(self.topology.command) == 0",
+                    "a CascadeRLJob runs the vlmop stage trainers; topology.command is for PretrainJob",
+                    ".topology.command",
+                ),
             ]
         }
     )
@@ -209,16 +237,24 @@ class CascadeRLJobSpec(TrainerSpec):
     )
     run_policy: RunPolicy = sub(RunPolicy, "Deadlines, clean-up and suspension of the whole job.")
     scheduling: Scheduling = sub(Scheduling, "Gang scheduling and priority of the trainer.")
+    metrics_port: int = Field(9400, ge=1024, le=65535, description="Port of rank 0's metrics endpoint.")
 
 
 class StageStatus(ApiModel):
     name: str = Field(description="Stage name.")
     kind: str = Field(description="mpo or gspo.")
-    phase: str = Field(description="Pending, Running, Restarting, Succeeded, Failed or Skipped.")
-    restarts: int = Field(0, description="Restarts of this stage.")
+    phase: str = Field(
+        description="Waiting, Pending, Running, Restarting, Succeeded, Failed, Suspended or Skipped."
+    )
+    restarts: int = Field(0, description="Whole-group restarts of this stage (against its backoffLimit).")
     step: int | None = Field(None, description="Last reported step.")
     total_steps: int | None = Field(None, description="Steps of the stage.")
-    checkpoint: str | None = Field(None, description="Final (or latest) checkpoint of the stage.")
+    loss: float | None = Field(None, description="Loss at the last reported step.")
+    checkpoint: str | None = Field(
+        None, description="The stage's exported final model once it succeeded, else its latest checkpoint."
+    )
+    start_time: str | None = Field(None, description="When the stage started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When the stage finished (RFC 3339).")
 
 
 class CascadeRLJobStatus(BaseStatus):
@@ -226,6 +262,9 @@ class CascadeRLJobStatus(BaseStatus):
         None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
     )
     current_stage: str | None = Field(None, description="Name of the running stage.")
+    restarts: int = Field(0, description="Whole-group restarts of all stages together.")
+    start_time: str | None = Field(None, description="When the job started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
     stages: list[StageStatus] = Field(
         default_factory=list,
         description="Per-stage phase, progress and checkpoint.",
@@ -249,5 +288,6 @@ CASCADERLJOB = KindInfo(
         ("Phase", "string", ".status.phase"),
         ("Stage", "string", ".status.currentStage"),
         ("Progress", "string", ".status.progress"),
+        ("Restarts", "integer", ".status.restarts"),
     ),
 )

@@ -1,8 +1,8 @@
 """A gang of torchrun workers: a headless Service for rendezvous, an Indexed Job with one pod per node,
 and the PodGroup (Volcano or scheduler-plugins) or Kueue label that makes them start together.
 
-Each whole-group restart is a new Job named <owner>-r<attempt>, so the pods of a failed attempt never
-mix with the next one and MASTER_ADDR (pod 0's stable DNS name) changes with the attempt."""
+Each whole-group restart is a new Job named <owner>[-<group>]-r<attempt>, so the pods of a failed
+attempt never mix with the next one and MASTER_ADDR (pod 0's stable DNS name) changes with the attempt."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlmop.operator.api.common import Scheduling, Volume
+from vlmop.operator.api.common import EnvVar, Scheduling, Volume
 from vlmop.operator.api.training import Topology
 from vlmop.operator.builders.common import Manifest, owned, owner_labels, restricted_security
 
@@ -34,6 +34,7 @@ class Gang:
     scheduling: Scheduling
     program: list[str]  # what torchrun starts on every node: a script or -m module, then its args
     attempt: int
+    group: str | None = None  # one of several gangs of the owner, run one after another (a stage)
     config_map: str | None = None  # mounted read-only at CONFIG_DIR
     mounts: list[Volume] = field(default_factory=list)  # the kind's own claims (data, checkpoints)
     env: dict[str, str] = field(default_factory=dict)
@@ -49,7 +50,7 @@ class Gang:
 
     @property
     def job(self) -> str:
-        return f"{self.name}-r{self.attempt}"
+        return f"{self.name}-{self.group}-r{self.attempt}" if self.group else f"{self.name}-r{self.attempt}"
 
     @property
     def master_addr(self) -> str:
@@ -187,7 +188,13 @@ def environment(gang: Gang) -> list[dict[str, Any]]:
         {"name": "VLMOP_ATTEMPT", "value": str(gang.attempt)},
     ]
     env += [{"name": k, "value": v} for k, v in sorted(gang.env.items())]
-    for var in topo.env:
+    return env + environment_from(topo.env)
+
+
+def environment_from(variables: list[EnvVar]) -> list[dict[str, Any]]:
+    """The spec's extra variables; secrets only by reference."""
+    env: list[dict[str, Any]] = []
+    for var in variables:
         if var.secret_key_ref:
             ref = var.secret_key_ref
             selector = {"name": ref.name, "key": ref.key, "optional": ref.optional}

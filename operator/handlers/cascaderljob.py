@@ -1,16 +1,95 @@
-"""CASCADERLJOB handlers: thin — read the object, reconcile, write status."""
+"""CascadeRLJob handlers: thin — read the object and the indexes, decide the stage (cascade), build
+(builders), converge the children (kube), read rank 0's progress into the stage's row, write one
+status. Reconciles on spec changes and on the resync timer, like PretrainJob."""
 
+from __future__ import annotations
+
+import datetime
 from typing import Any
 
 import kopf
 
+from vlmop.operator import cascade, kube, lifecycle, metrics, progress
 from vlmop.operator.api import CASCADERLJOB as KIND
-from vlmop.operator.api import GROUP, VERSION
-from vlmop.operator.reconcile import accept
+from vlmop.operator.api import GROUP, VERSION, CascadeRLJobSpec
+from vlmop.operator.builders import cascaderljob as build
+from vlmop.operator.handlers.pretrainjob import RESYNC_SECONDS
+from vlmop.operator.reconcile import reject, spec_errors, write_status
+
+ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
+JOB_KEYS = {"meanRewardBySource": "meanRewardBySource", "clipFraction": "clipFraction",
+            "policyVersion": "policyVersion"}  # fmt: skip
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
 @kopf.on.create(GROUP, VERSION, KIND.plural)
 @kopf.on.update(GROUP, VERSION, KIND.plural)
-def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    accept(KIND, body, patch, logger)
+@kopf.timer(GROUP, VERSION, KIND.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
+def reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    children: kopf.Index[Any, kube.ChildRef],
+    worker_jobs: kopf.Index[Any, lifecycle.JobView],
+    worker_pods: kopf.Index[Any, lifecycle.PodView],
+    **_: Any,
+) -> None:
+    with metrics.reconciling(KIND.kind) as outcome:
+        errors = spec_errors(KIND, body.get("spec") or {})
+        if errors:
+            outcome.result = "invalid"
+            reject(KIND, body, patch, errors, logger)
+            return
+        spec = CascadeRLJobSpec.model_validate(dict(body["spec"]))
+        namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+        key = (namespace, KIND.kind, name)
+        current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
+        jobs = {j.name: j for j in worker_jobs.get(key, [])}
+        decision = cascade.decide(
+            spec=spec,
+            status=current,
+            generation=body.metadata.get("generation"),
+            job_of=lambda i, attempt: jobs.get(build.stage_gang(body, spec, i, attempt).job),
+            pods=list(worker_pods.get(key, [])),
+            now=at,
+            export_of=lambda i: build.export_dir(spec, spec.stages[i]),
+        )
+        if decision.delete_self:
+            logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
+            kube.delete_owner(body, KIND.plural)
+            return
+        desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
+        keep = build.finished_jobs(body, spec, decision.finished)
+        try:
+            writes = kube.converge(namespace, desired, children.get(key, []), keep)
+            metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+        except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
+            # The same status and events, seen as one gang's decision.
+            gang = lifecycle.Decision(decision.status, decision.workers, events=decision.events)
+            generation = body.metadata.get("generation")
+            lifecycle.blocked(gang, current, "GangSchedulerMissing", str(missing), generation, at)
+        report(decision, spec.metrics_port)
+        for type_, reason, message in decision.events:
+            kopf.event(body, type=type_, reason=reason, message=message)
+        write_status(KIND, body, patch, decision.status)
+
+
+def report(decision: cascade.Decision, port: int) -> None:
+    """Rank 0's progress into its stage's row (step, loss, checkpoint) and the job's RL figures."""
+    rank0 = decision.rank0
+    if rank0 is None or decision.reported is None:
+        return
+    if rank0.phase == "Running" and rank0.ip:
+        found = progress.read(rank0.ip, port)
+    else:
+        found = progress.parse(rank0.message) if rank0.message else None
+    if not found:
+        return
+    status = decision.status
+    row = status["stages"][decision.reported]
+    for key, name in ROW_KEYS.items():  # a succeeded stage's checkpoint is its exported model
+        if key in found and not (name == "checkpoint" and row["phase"] == "Succeeded"):
+            row[name] = found[key]
+    status.update({JOB_KEYS[k]: v for k, v in found.items() if k in JOB_KEYS})
+    summary = progress.summary(row)
+    status["progress"] = f"{row['name']}: {summary}" if summary else status.get("progress")

@@ -33,7 +33,7 @@ def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in obj["status"]["conditions"]}
 
 
-@pytest.mark.parametrize("example", ["cascaderljob", "dvddeployment"])
+@pytest.mark.parametrize("example", ["dvddeployment"])
 def test_valid_cr_gets_observed_generation_and_conditions(
     cluster: LocalCluster, examples: dict[str, dict[str, Any]], example: str
 ) -> None:

@@ -85,6 +85,34 @@ INVALID = [
         "must not exceed promptsPerStep",
     ),
     ("CascadeRLJob", "spec.stages", [], "spec.stages", "at least this many items: 1"),
+    (
+        "CascadeRLJob",
+        "spec.checkpoint.claimName",
+        DELETE,
+        "spec.checkpoint.claimName",
+        "hand over their final model on the checkpoint claim",
+    ),
+    (
+        "CascadeRLJob",
+        "spec.topology.command",
+        ["train.py"],
+        "spec.topology.command",
+        "topology.command is for PretrainJob",
+    ),
+    (
+        "CascadeRLJob",
+        "spec.stages.1.rollout.engine",
+        "vllm",
+        "spec.stages[1].rollout.engine",
+        "supported values",
+    ),
+    (
+        "CascadeRLJob",
+        "spec.stages.1.weightSync.method",
+        "broadcast",
+        "spec.stages[1].weightSync.method",
+        "supported values",
+    ),  # fmt: skip
     ("DvDDeployment", "spec.vision.minReplicas", 9, "spec.vision.minReplicas", "must not exceed maxReplicas"),
     (
         "DvDDeployment",

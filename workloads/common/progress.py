@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class Progress:
     mfu: float | None = None
     latest_checkpoint: str | None = None
     message: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # a trainer's own fields (GSPO: rewards)
 
     def to_json(self) -> dict[str, Any]:
         raw = {
@@ -40,7 +41,7 @@ class Progress:
             "latestCheckpoint": self.latest_checkpoint,
             "message": self.message,
         }
-        return {k: v for k, v in raw.items() if v is not None}
+        return {k: v for k, v in {**self.extra, **raw}.items() if v is not None}
 
 
 class Reporter:

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -27,6 +28,9 @@ from vlmop.workloads.pretrain.config import TrainConfig
 log = logging.getLogger("vlmop.pretrain")
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the pod fails, so the operator restarts the group from the save
 # Dense bf16 peak FLOP/s by device name, for the MFU estimate; VLMOP_PEAK_FLOPS overrides.
+# Besides tokenizer*: what a Hugging Face tokenizer may need beside the weights.
+TOKENIZER_FILES = ("special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                   "chat_template.jinja")  # fmt: skip
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
 
 
@@ -102,6 +106,7 @@ class Trainer:
         self.model = self._build_model()
         self.flops_per_token = models.flops_per_token(self.model, cfg.seq_length)
         self.data = self._build_data()
+        cfg = self.cfg = self.planned(cfg)
         optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
         )
@@ -199,9 +204,21 @@ class Trainer:
                     k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()
                 }
                 module.save_pretrained(directory, state_dict=state, safe_serialization=True)
+                self._copy_tokenizer(directory)
         dist.barrier()
         if self.rank == 0:
             log.info("exported the model to %s", directory)
+
+    def _copy_tokenizer(self, directory: Path) -> None:
+        """The next stage tokenises as this one did: the starting checkpoint's tokenizer goes along."""
+        source = self.cfg.model_path
+        for file in sorted(source.iterdir()) if source else []:
+            if file.is_file() and (file.name.startswith("tokenizer") or file.name in TOKENIZER_FILES):
+                shutil.copy2(file, directory / file.name)
+
+    def planned(self, cfg: TrainConfig) -> TrainConfig:
+        """The run's configuration once the data is known (MPO counts its steps from epochs)."""
+        return cfg
 
     def updates_per_step(self) -> int:
         """Optimizer updates in one step (the learning-rate schedule counts them)."""
@@ -216,6 +233,10 @@ class Trainer:
 
     def log_fields(self) -> dict[str, float]:
         """What a subclass adds to each line of --log-file."""
+        return {}
+
+    def progress_fields(self) -> dict[str, Any]:
+        """What a subclass adds to rank 0's progress report (camelCase status field names)."""
         return {}
 
     # -- the loop ------------------------------------------------------------------------------
@@ -299,6 +320,7 @@ class Trainer:
             tokens_per_second=tps,
             mfu=mfu,
             latest_checkpoint=self.reporter.progress.latest_checkpoint,
+            extra=self.progress_fields(),
         )
         self.reporter.update(progress, tokens=self.tokens)
         if self.cfg.log_file:

@@ -45,6 +45,7 @@ class GSPOTrainConfig(pretrain_config.TrainConfig):
     rewards: Path | None = None  # JSON {"verifiers", "routes"}; default: each task to its environment
     group_size: int = 16
     temperature: float = 1.0
+    top_p: float = 1.0
     max_tokens: int = 512
     loss_mode: LossMode = "gspo"
     eps_low: float | None = None
@@ -68,6 +69,7 @@ def parse(argv: list[str] | None = None) -> GSPOTrainConfig:
     p.add_argument("--rewards", type=Path, help="JSON {verifiers, routes}; default: task environments")
     p.add_argument("--group-size", type=int, default=d.group_size)
     p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--top-p", type=float, default=d.top_p)
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
     p.add_argument("--loss-mode", choices=["gspo", "grpo"], default=d.loss_mode)
     p.add_argument("--eps-low", type=float)
@@ -125,8 +127,9 @@ class GSPOTrainer(Trainer):
 
     def __init__(self, cfg: GSPOTrainConfig) -> None:
         super().__init__(cfg)
-        if int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3:
-            raise ValueError("the GSPO trainer publishes whole weights from rank 0: use ZeRO stage 0-2")
+        # ZeRO-3 partitions the LM head: log-probs from the logits there, fused otherwise; each
+        # publication gathers the whole model for the moment of the copy.
+        self.stage3 = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3
         if self.engine.gradient_accumulation_steps() != 1:
             raise ValueError("GSPO updates once per mini-batch: use --gradient-accumulation-steps 1")
         if not 1 <= cfg.mini_batches <= self.engine.train_micro_batch_size_per_gpu():
@@ -137,8 +140,10 @@ class GSPOTrainer(Trainer):
         if unrouted:
             raise ValueError(f"no reward route for the prompt sources {unrouted}: add them to --rewards")
         self.tokenizer = data.tokenizer_for(cfg.model_path)
-        self.server = cfg.rollout_urls[self.rank % len(cfg.rollout_urls)]
+        self.sources = sorted(self.mixture.routes)
         self.parts: dict[str, float] = {}
+        self.rewards_by_source: dict[str, float] = {}
+        self.version = 0  # of the weights the rollout servers were last given
 
     def _build_data(self) -> Prompts:  # type: ignore[override]
         return Prompts(self.cfg)
@@ -156,9 +161,15 @@ class GSPOTrainer(Trainer):
         return found
 
     def _publish(self, version: int) -> None:
-        if self.rank == 0:
-            rollout.publish(self.engine.module, self.cfg.weights_dir, version, list(self.cfg.rollout_urls))
+        import deepspeed
+
+        module = self.engine.module
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=self.stage3):
+            if self.rank == 0:  # to every replica behind each URL (a headless Service's pods)
+                servers = rollout.endpoints(self.cfg.rollout_urls)
+                rollout.publish(module, self.cfg.weights_dir, version, servers)
         dist.barrier()
+        self.version = version
 
     def train_step(self) -> tuple[float, int]:
         cfg = self.cfg
@@ -173,25 +184,32 @@ class GSPOTrainer(Trainer):
 
         indices = [i for micro in self.order.micro_batches(self.step, self.rank) for i in micro]
         prompts = [self.prompts[i] for i in indices]
+        servers = rollout.endpoints(cfg.rollout_urls)  # again each step: replicas come and go
+        server = servers[self.rank % len(servers)]
         groups = [
-            rollout.sample(self.server, p.text, cfg.group_size, cfg.temperature, cfg.max_tokens)
+            rollout.sample(server, p.text, cfg.group_size, cfg.temperature, cfg.max_tokens, cfg.top_p)
             for p in prompts
         ]
         lap("rollout")
         samples = [Sample(p.source, p.text, c.text, p.gold) for p, group in zip(prompts, groups, strict=True)
                    for c in group]  # fmt: skip
-        rewards = torch.tensor(self.mixture.score(samples).rewards).view(len(prompts), cfg.group_size)
+        scores = self.mixture.score(samples)
+        rewards = torch.tensor(scores.rewards).view(len(prompts), cfg.group_size)
         lap("reward")
         mean = rewards.mean(-1)
         keep = informative(rewards) & (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
         advantages = (group_advantages(rewards) * keep.unsqueeze(-1)).flatten().to(self.engine.device)
         batch = self._sequences([p.text for p in prompts], groups)
         with torch.no_grad():  # π_old: the policy that sampled, fixed across the mini-batches
-            old = token_logps(self.engine.module, batch["input_ids"], batch["attention_mask"])
+            old = token_logps(
+                self.engine.module, batch["input_ids"], batch["attention_mask"], not self.stage3
+            )
         losses, clipped = [], 0.0
         for part in torch.arange(len(prompts)).tensor_split(cfg.mini_batches):
             rows = (part.unsqueeze(-1) * cfg.group_size + torch.arange(cfg.group_size)).flatten()
-            logps = token_logps(self.engine.module, batch["input_ids"][rows], batch["attention_mask"][rows])
+            logps = token_logps(
+                self.engine.module, batch["input_ids"][rows], batch["attention_mask"][rows], not self.stage3
+            )
             out = policy_loss(
                 logps, old[rows], batch["mask"][rows], advantages[rows], cfg.loss_mode, cfg.eps_low,
                 cfg.eps_high,
@@ -208,9 +226,15 @@ class GSPOTrainer(Trainer):
         staleness = float(sum(self.step - c.version for group in groups for c in group))  # 0: on-policy
         totals = [sum(losses) / len(losses), tokens, float(self.stop_requested), float(rewards.sum()),
                   rewards.numel(), clipped / len(losses), response_tokens, staleness]  # fmt: skip
+        for source in self.sources:  # per-source sums and counts, in the same all-reduce
+            values = scores.by_source.get(source, [])
+            totals += [sum(values), len(values)]
         summary = torch.tensor(totals, dtype=torch.float64, device=self.engine.device)
         dist.all_reduce(summary)
-        loss, tokens_all, stop, reward_sum, samples, clip_sum, length_sum, stale_sum = summary.tolist()
+        reduced = summary.tolist()
+        loss, tokens_all, stop, reward_sum, samples, clip_sum, length_sum, stale_sum = reduced[:8]
+        by_source = zip(self.sources, reduced[8::2], reduced[9::2], strict=True)
+        self.rewards_by_source = {source: total / n for source, total, n in by_source if n}
         self.stop_requested = stop > 0
         self.parts = {
             "reward_mean": reward_sum / samples,
@@ -247,6 +271,13 @@ class GSPOTrainer(Trainer):
 
     def log_fields(self) -> dict[str, float]:
         return dict(self.parts)
+
+    def progress_fields(self) -> dict[str, Any]:
+        return {
+            "meanRewardBySource": self.rewards_by_source,
+            "clipFraction": self.parts.get("clip_fraction"),
+            "policyVersion": self.version,
+        }
 
 
 def default_rewards(tasks: tuple[str, ...]) -> dict[str, Any]:

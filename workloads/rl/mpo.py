@@ -8,7 +8,9 @@ The frozen reference is the starting model: its sequence log-probs are computed 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,6 +35,7 @@ class MPOTrainConfig(pretrain_config.TrainConfig):
     preference_weight: float = 0.8
     quality_weight: float = 0.2
     generation_weight: float = 1.0
+    epochs: int | None = None  # passes over the pairs; sets the step count from the data when given
     lr: float = 2e-7  # InternVL3.5's MPO learning rate
 
     def mpo(self) -> MPOConfig:
@@ -49,6 +52,7 @@ def parse(argv: list[str] | None = None) -> MPOTrainConfig:
     p.add_argument("--preference-weight", type=float, default=d.preference_weight)
     p.add_argument("--quality-weight", type=float, default=d.quality_weight)
     p.add_argument("--generation-weight", type=float, default=d.generation_weight)
+    p.add_argument("--epochs", type=int, help="passes over the pairs (instead of --total-steps)")
     args = vars(p.parse_args(argv))
     if args.get("model_path"):
         args["model_preset"] = None
@@ -65,6 +69,18 @@ class MPOTrainer(Trainer):
         self.fused = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) < 3
         self.reference = self._reference_logps()
         self.parts: dict[str, float] = {}
+
+    def planned(self, cfg: pretrain_config.TrainConfig) -> pretrain_config.TrainConfig:
+        """With --epochs: as many steps as the pairs fill, at micro x accumulation x ranks per step."""
+        epochs = cast(MPOTrainConfig, cfg).epochs
+        if not epochs:
+            return cfg
+        per_step = (
+            int(self.ds_config["train_micro_batch_size_per_gpu"])
+            * int(self.ds_config.get("gradient_accumulation_steps", 1))
+            * self.world
+        )
+        return dataclasses.replace(cfg, total_steps=max(1, math.ceil(epochs * len(self.data) / per_step)))
 
     def _build_data(self) -> preference.Pairs:  # type: ignore[override]
         return preference.Pairs(self.cfg.data, data.tokenizer_for(self.cfg.model_path), self.cfg.seq_length)

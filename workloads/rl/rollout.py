@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,35 @@ def _post(url: str, body: dict[str, Any], timeout: float) -> Any:
         return json.loads(reply.read())
 
 
+def endpoints(urls: Sequence[str]) -> list[str]:
+    """Every server behind the URLs: a headless Service's name resolves to each ready pod's address,
+    so a URL becomes one per replica (a name that does not resolve stays as it is)."""
+    out: list[str] = []
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            found = socket.getaddrinfo(parts.hostname or "", port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            out.append(url)
+            continue
+        hosts = sorted({str(info[4][0]) for info in found})
+        for host in hosts:
+            netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            out.append(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+    return out
+
+
 def sample(
-    server: str, prompt: str, n: int, temperature: float, max_tokens: int, timeout: float = 600.0
+    server: str,
+    prompt: str,
+    n: int,
+    temperature: float,
+    max_tokens: int,
+    top_p: float = 1.0,
+    timeout: float = 600.0,
 ) -> list[Completion]:
-    body = {"prompt": prompt, "n": n, "temperature": temperature, "max_tokens": max_tokens}
+    body = {"prompt": prompt, "n": n, "temperature": temperature, "max_tokens": max_tokens, "top_p": top_p}
     reply = _post(server.rstrip("/") + "/v1/completions", body, timeout)
     version = int(reply.get("policy_version", -1))
     return [Completion(c["text"], list(c.get("token_ids") or []), version) for c in reply["choices"]]

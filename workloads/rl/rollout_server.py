@@ -34,6 +34,15 @@ class RolloutServer:
         self.weights_dir = weights_dir.resolve()
         self.version = 0
         self.lock = asyncio.Lock()  # one generation or weight load at a time
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """A replica that starts (or restarts) mid-training serves the newest published version."""
+        published = sorted(self.weights_dir.glob("v*/model.safetensors"))
+        if published and published[-1].parent.name[1:].isdigit():
+            self.model.load_state_dict(load_file(str(published[-1])), strict=True)
+            self.version = int(published[-1].parent.name[1:])
+            log.info("serving published policy version %d", self.version)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -47,14 +56,17 @@ class RolloutServer:
         body = await _json(request)
         prompt, n = body.get("prompt"), body.get("n", 1)
         temperature, max_tokens = body.get("temperature", 1.0), body.get("max_tokens", 16)
+        top_p = body.get("top_p", 1.0)
         if not isinstance(prompt, str) or not _int_in(n, 1, MAX_N) or not _int_in(max_tokens, 1, MAX_TOKENS):
             raise web.HTTPBadRequest(text=f"want prompt: str, n in 1..{MAX_N}, max_tokens in 1..{MAX_TOKENS}")
         if not isinstance(temperature, int | float) or not 0 < temperature <= 10:
             raise web.HTTPBadRequest(text="temperature must be in (0, 10]")
+        if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+            raise web.HTTPBadRequest(text="top_p must be in (0, 1]")
         async with self.lock:
             version = self.version
             sampled = await asyncio.to_thread(
-                self._generate, prompt, n, float(temperature), max_tokens, body.get("seed")
+                self._generate, prompt, n, float(temperature), float(top_p), max_tokens, body.get("seed")
             )
         choices = [
             {"index": i, "text": self.tokenizer.decode(ids), "token_ids": ids, "finish_reason": reason}
@@ -65,13 +77,14 @@ class RolloutServer:
 
     @torch.no_grad()
     def _generate(
-        self, prompt: str, n: int, temperature: float, max_tokens: int, seed: Any
+        self, prompt: str, n: int, temperature: float, top_p: float, max_tokens: int, seed: Any
     ) -> list[tuple[list[int], str]]:
         if isinstance(seed, int):
             torch.manual_seed(seed)
         ids = torch.tensor([[self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]]).repeat(n, 1)
         out = self.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
+            top_p=top_p,
             max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_id, eos_token_id=self.tokenizer.eos_id,
         )  # fmt: skip
         results = []

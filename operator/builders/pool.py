@@ -1,0 +1,106 @@
+"""A pool of identical HTTP servers (rollout servers, verifier models, later the DvD pools): a
+Deployment whose pods pass the restricted Pod Security Standard, probed on a health path, and the
+Service in front of it. A headless Service lets a client reach every replica by itself (the trainer
+publishes new weights to each rollout server); a ClusterIP one balances requests over them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmop.operator.api.common import Placement, Volume
+from vlmop.operator.builders.common import COMPONENT, OWNER_NAME, Manifest, owned, restricted_security
+from vlmop.operator.builders.gang import environment_from
+
+
+@dataclass(frozen=True)
+class Pool:
+    owner: Mapping[str, Any]
+    name: str  # of the Deployment and the Service
+    component: str
+    placement: Placement
+    replicas: int
+    gpus: int
+    command: list[str]  # empty: the image's entry point, with `args`
+    args: list[str]
+    port: int
+    health_path: str = "/health"
+    headless: bool = False
+    mounts: list[Volume] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def selector(pool: Pool) -> dict[str, str]:
+    return {OWNER_NAME: str(pool.owner["metadata"]["name"]), COMPONENT: pool.component}
+
+
+def deployment(pool: Pool) -> Manifest:
+    place = pool.placement
+    pod_security, container_security = restricted_security()
+    probe = {"httpGet": {"path": pool.health_path, "port": "http"}, "periodSeconds": 10}
+    limits = {k: str(v) for k, v in place.resources.limits.items()}
+    if pool.gpus:
+        limits[place.gpu_resource_name] = str(pool.gpus)
+    resources = {"requests": {k: str(v) for k, v in place.resources.requests.items()}, "limits": limits}
+    mounts = [*pool.mounts, *place.volumes]
+    container: dict[str, Any] = {
+        "name": pool.component,
+        "image": place.image,
+        "imagePullPolicy": place.image_pull_policy,
+        "args": pool.args,
+        "env": [{"name": k, "value": v} for k, v in sorted(pool.env.items())] + environment_from(place.env),
+        "ports": [{"name": "http", "containerPort": pool.port}],
+        # A model takes a while to load: readiness gates traffic, liveness only catches a hung server.
+        "startupProbe": {**probe, "failureThreshold": 90},
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "failureThreshold": 6},
+        "resources": {k: v for k, v in resources.items() if v},
+        "volumeMounts": [
+            {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only} for v in mounts
+        ],
+        "securityContext": container_security,
+    }
+    if pool.command:
+        container["command"] = pool.command
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security,
+        "containers": [container],
+        "volumes": [{"name": v.name, "persistentVolumeClaim": {"claimName": v.claim_name}} for v in mounts],
+    }
+    optional = {
+        "nodeSelector": place.node_selector or None,
+        "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in place.tolerations] or None,
+        "serviceAccountName": place.service_account_name,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    labels = {**selector(pool), "app.kubernetes.io/managed-by": "vlmop"}
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": pool.name},
+        "spec": {
+            "replicas": pool.replicas,
+            "selector": {"matchLabels": selector(pool)},
+            # A new replica serves before an old one stops: no request finds the pool empty.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+    return owned(pool.owner, manifest, pool.component)
+
+
+def service(pool: Pool) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": selector(pool),
+        "ports": [{"name": "http", "port": pool.port, "targetPort": "http"}],
+    }
+    if pool.headless:
+        spec["clusterIP"] = "None"
+    manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": pool.name}, "spec": spec}
+    return owned(pool.owner, manifest, pool.component)
+
+
+def url(pool: Pool) -> str:
+    return f"http://{pool.name}.{pool.owner['metadata']['namespace']}.svc:{pool.port}"
