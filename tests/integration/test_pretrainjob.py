@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiException, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiException, CustomObjectsApi
 
 from vlmop.operator.api import PRETRAINJOB
-from vlmop.operator.localapi.cluster import LocalCluster, free_port, podgroup_crd
+from vlmop.operator.localapi.cluster import LocalCluster, podgroup_crd
 from vlmop.workloads.common.progress import Progress, Reporter
 
 G, V, NS = "vlmop.io", "v1alpha1", "default"
@@ -31,15 +30,6 @@ def podgroups(cluster: LocalCluster) -> None:
     ApiextensionsV1Api(cluster.client).create_custom_resource_definition(crd)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def reporter() -> Iterator[tuple[Reporter, int]]:
-    """The trainer's real progress endpoint, standing in for rank 0 at the pod IP 127.0.0.1."""
-    reporter, port = Reporter(), free_port()
-    reporter.serve(port, "127.0.0.1")
-    yield reporter, port
-    reporter.close()
-
-
 def job_doc(examples: dict[str, Any], name: str, port: int = 9400, **run_policy: Any) -> dict[str, Any]:
     doc = copy.deepcopy(examples["pretrainjob"])
     doc["metadata"]["name"] = name
@@ -48,89 +38,21 @@ def job_doc(examples: dict[str, Any], name: str, port: int = 9400, **run_policy:
     return doc
 
 
-class Kubelet:
-    """Creates and updates the pods an Indexed Job would have, as the Job controller and kubelet do."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        self.core, self.batch = CoreV1Api(cluster.client), BatchV1Api(cluster.client)
-
-    def job(self, name: str) -> Any:
-        return self.batch.read_namespaced_job(name, NS)
-
-    def start(self, job_name: str, nodes: int = 2, phase: str = "Running") -> list[str]:
-        job = self.job(job_name)
-        template = job.spec.template.metadata
-        names = []
-        for index in range(nodes):
-            pod = {
-                "metadata": {
-                    "name": f"{job_name}-{index}-abcde",
-                    "labels": dict(template.labels),
-                    "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
-                    "ownerReferences": [
-                        {
-                            "apiVersion": "batch/v1",
-                            "kind": "Job",
-                            "name": job_name,
-                            "uid": job.metadata.uid,
-                            "controller": True,
-                        }
-                    ],
-                },
-                "spec": {"containers": [{"name": "trainer", "image": "x"}]},
-            }
-            self.core.create_namespaced_pod(NS, pod)
-            self.set(pod["metadata"]["name"], phase)
-            names.append(pod["metadata"]["name"])
-        return names
-
-    def set(self, pod: str, phase: str, message: str | None = None, exit_code: int = 0) -> None:
-        status: dict[str, Any] = {"phase": phase, "podIP": "127.0.0.1"}
-        if message is not None:
-            terminated = {
-                "exitCode": exit_code,
-                "reason": "Error" if exit_code else "Completed",
-                "message": message,
-            }
-            status["containerStatuses"] = [
-                {
-                    "name": "trainer",
-                    "image": "x",
-                    "imageID": "x",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {"terminated": terminated},
-                }
-            ]
-        self.core.patch_namespaced_pod_status(pod, NS, {"status": status})
-
-    def jobs(self, owner: str) -> list[str]:
-        items = self.batch.list_namespaced_job(NS, label_selector=f"vlmop.io/owner-name={owner}").items
-        return sorted(j.metadata.name for j in items)
-
-
 def status_of(cluster: LocalCluster, name: str) -> dict[str, Any]:
     return dict(cluster.get(PRETRAINJOB, name).get("status") or {})
 
 
-def wait_status(cluster: LocalCluster, name: str, what: str, **expected: Any) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def check() -> bool:
-        seen.update(status_of(cluster, name))
-        return all(seen.get(k) == v for k, v in expected.items())
-
-    cluster.wait(check, 30, f"{name}: {what} ({expected}); last status {seen}")
-    return seen
-
-
 def test_example_runs_fails_restarts_and_succeeds(
-    cluster: LocalCluster, examples: dict[str, Any], podgroups: None, reporter: tuple[Reporter, int]
+    cluster: LocalCluster,
+    examples: dict[str, Any],
+    podgroups: None,
+    reporter: tuple[Reporter, int],
+    kubelet: Any,
+    wait_for: Any,
 ) -> None:
     progress_server, port = reporter
-    kubelet = Kubelet(cluster)
     cluster.apply(job_doc(examples, "lifecycle", port))
-    wait_status(cluster, "lifecycle", "workers created", phase="Pending", restarts=0)
+    wait_for(PRETRAINJOB, "lifecycle", "workers created", phase="Pending", restarts=0)
     assert kubelet.jobs("lifecycle") == ["lifecycle-r0"]
     assert cluster.core.read_namespaced_service("lifecycle-workers", NS).spec.cluster_ip == "None"
     assert "ds_config.json" in cluster.core.read_namespaced_config_map("lifecycle-config", NS).data
@@ -144,7 +66,7 @@ def test_example_runs_fails_restarts_and_succeeds(
     progress_server.update(Progress(step=40, total_steps=200, loss=3.5, tokens_per_second=1200.0))
     progress_server.checkpointed(40, "/checkpoints/step-00000040")
     pods = kubelet.start("lifecycle-r0")
-    running = wait_status(cluster, "lifecycle", "running with progress", phase="Running", step=40)
+    running = wait_for(PRETRAINJOB, "lifecycle", "running with progress", phase="Running", step=40)
     assert (running["totalSteps"], running["loss"], running["tokensPerSecond"]) == (200, 3.5, 1200.0)
     assert running["latestCheckpoint"] == "/checkpoints/step-00000040"
     assert running["progress"] == "40/200 steps (20%)" and running["startTime"]
@@ -157,7 +79,7 @@ def test_example_runs_fails_restarts_and_succeeds(
 
     # Worker 1 dies: the whole group restarts as attempt r1; r0, its pods and its PodGroup go.
     kubelet.set(pods[1], "Failed", "RuntimeError: NCCL watchdog timeout", exit_code=1)
-    restarting = wait_status(cluster, "lifecycle", "the group to restart", phase="Restarting", restarts=1)
+    restarting = wait_for(PRETRAINJOB, "lifecycle", "the group to restart", phase="Restarting", restarts=1)
     progressing = next(c for c in restarting["conditions"] if c["type"] == "Progressing")
     assert progressing["reason"] == "Restarting" and "NCCL watchdog timeout" in progressing["message"]
     cluster.wait(lambda: kubelet.jobs("lifecycle") == ["lifecycle-r1"], 30, "attempt r1 to replace r0")
@@ -176,11 +98,11 @@ def test_example_runs_fails_restarts_and_succeeds(
     # The new attempt runs to completion; rank 0's termination message carries the final progress.
     progress_server.close()
     pods = kubelet.start("lifecycle-r1")
-    wait_status(cluster, "lifecycle", "running again", phase="Running")
+    wait_for(PRETRAINJOB, "lifecycle", "running again", phase="Running")
     final = '{"step": 200, "totalSteps": 200, "loss": 2.25, "latestCheckpoint": "/checkpoints/step-00000200"}'
     kubelet.set(pods[0], "Succeeded", final)
     kubelet.set(pods[1], "Succeeded", "")
-    done = wait_status(cluster, "lifecycle", "success", phase="Succeeded")
+    done = wait_for(PRETRAINJOB, "lifecycle", "success", phase="Succeeded")
     assert (done["step"], done["loss"], done["restarts"], done["progress"]) == (
         200,
         2.25,
@@ -196,14 +118,13 @@ def test_example_runs_fails_restarts_and_succeeds(
 
 
 def test_backoff_limit_exceeded_fails_with_the_pod_message(
-    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None, kubelet: Any, wait_for: Any
 ) -> None:
-    kubelet = Kubelet(cluster)
     cluster.apply(job_doc(examples, "fragile", backoffLimit=0))
-    wait_status(cluster, "fragile", "workers created", phase="Pending")
+    wait_for(PRETRAINJOB, "fragile", "workers created", phase="Pending")
     pods = kubelet.start("fragile-r0")
     kubelet.set(pods[0], "Failed", "torch.OutOfMemoryError: CUDA out of memory", exit_code=1)
-    failed = wait_status(cluster, "fragile", "failure", phase="Failed")
+    failed = wait_for(PRETRAINJOB, "fragile", "failure", phase="Failed")
     condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
     assert condition["status"] == "True" and condition["reason"] == "BackoffLimitExceeded"
     assert "CUDA out of memory" in condition["message"] and failed["restarts"] == 0
@@ -211,20 +132,19 @@ def test_backoff_limit_exceeded_fails_with_the_pod_message(
 
 
 def test_suspend_stops_workers_and_resume_starts_them(
-    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None, kubelet: Any, wait_for: Any
 ) -> None:
-    kubelet = Kubelet(cluster)
     cluster.apply(job_doc(examples, "pausable"))
-    wait_status(cluster, "pausable", "workers created", phase="Pending")
+    wait_for(PRETRAINJOB, "pausable", "workers created", phase="Pending")
     kubelet.start("pausable-r0")
-    wait_status(cluster, "pausable", "running", phase="Running")
+    wait_for(PRETRAINJOB, "pausable", "running", phase="Running")
     patch = {"spec": {"runPolicy": {"suspend": True}}}
     cluster.custom.patch_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "pausable", patch)
-    wait_status(cluster, "pausable", "suspension", phase="Suspended")
+    wait_for(PRETRAINJOB, "pausable", "suspension", phase="Suspended")
     cluster.wait(lambda: kubelet.jobs("pausable") == [], 30, "the workers to stop")
     patch["spec"]["runPolicy"]["suspend"] = False
     cluster.custom.patch_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "pausable", patch)
-    resumed = wait_status(cluster, "pausable", "resumption", phase="Pending", restarts=0)
+    resumed = wait_for(PRETRAINJOB, "pausable", "resumption", phase="Pending", restarts=0)
     assert {c["type"]: c["reason"] for c in resumed["conditions"]}["Suspended"] == "Resumed"
     cluster.wait(lambda: kubelet.jobs("pausable") == ["pausable-r0"], 30, "the workers to start again")
     # The old pods (still listed: nothing deletes them here) belong to the deleted Job: they do not
@@ -233,7 +153,7 @@ def test_suspend_stops_workers_and_resume_starts_them(
 
 
 def test_deleting_the_job_keeps_the_checkpoint_claim(
-    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None, kubelet: Any, wait_for: Any
 ) -> None:
     claim = {
         "metadata": {"name": "keep-me-checkpoints"},
@@ -243,9 +163,8 @@ def test_deleting_the_job_keeps_the_checkpoint_claim(
     doc = job_doc(examples, "keep-me")
     doc["spec"]["checkpoint"]["claimName"] = "keep-me-checkpoints"
     cluster.apply(doc)
-    wait_status(cluster, "keep-me", "workers created", phase="Pending")
+    wait_for(PRETRAINJOB, "keep-me", "workers created", phase="Pending")
     cluster.custom.delete_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "keep-me")
-    kubelet = Kubelet(cluster)
     cluster.wait(lambda: kubelet.jobs("keep-me") == [], 30, "the children to be collected")
     assert cluster.core.read_namespaced_persistent_volume_claim("keep-me-checkpoints", NS).metadata.name
 
@@ -259,11 +178,10 @@ def test_a_long_name_is_rejected_at_admission(cluster: LocalCluster, examples: d
 
 
 def test_ttl_after_finished_deletes_the_finished_job(
-    cluster: LocalCluster, examples: dict[str, Any], podgroups: None
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None, kubelet: Any, wait_for: Any
 ) -> None:
-    kubelet = Kubelet(cluster)
     cluster.apply(job_doc(examples, "short-lived", ttlSecondsAfterFinished=0))
-    wait_status(cluster, "short-lived", "workers created", phase="Pending")
+    wait_for(PRETRAINJOB, "short-lived", "workers created", phase="Pending")
     for pod in kubelet.start("short-lived-r0"):
         kubelet.set(pod, "Succeeded", "")
 

@@ -112,7 +112,7 @@ INVALID = [
         "broadcast",
         "spec.stages[1].weightSync.method",
         "supported values",
-    ),  # fmt: skip
+    ),
     ("DvDDeployment", "spec.vision.minReplicas", 9, "spec.vision.minReplicas", "must not exceed maxReplicas"),
     (
         "DvDDeployment",

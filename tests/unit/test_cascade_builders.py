@@ -5,6 +5,7 @@ what a pod may do (restricted security, no token, claims mounted as each needs t
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from typing import Any
 
@@ -26,7 +27,7 @@ def by_name(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def flags(args: list[str]) -> dict[str, str]:
-    return {a: b for a, b in zip(args, args[1:], strict=False) if a.startswith("--")}
+    return {a: b for a, b in itertools.pairwise(args) if a.startswith("--")}
 
 
 def container(manifest: dict[str, Any]) -> dict[str, Any]:

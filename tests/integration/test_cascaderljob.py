@@ -1,0 +1,101 @@
+"""The real operator runs examples/cascaderljob.yaml stage by stage on the local API server: the MPO
+gang, then — with no human step — the GSPO gang started from MPO's exported model beside its rollout
+pool, the RL figures rank 0 reports (mean reward per source, clip fraction, policy version) in status,
+and the pool gone once the job succeeds. The test plays the Job controller and kubelet (the emulator
+runs neither); rank 0's progress comes from the trainer's real reporter."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiException, AppsV1Api
+
+from vlmop.operator.api import CASCADERLJOB
+from vlmop.operator.localapi.cluster import LocalCluster
+from vlmop.workloads.common.progress import Progress, Reporter
+
+NS = "default"
+
+
+def command_flags(job: Any) -> dict[str, str]:
+    command = job.spec.template.spec.containers[0].command
+    return {a: b for a, b in itertools.pairwise(command) if a.startswith("--")}
+
+
+def deployments(cluster: LocalCluster, owner: str) -> list[str]:
+    items = AppsV1Api(cluster.client).list_namespaced_deployment(
+        NS, label_selector=f"vlmop.io/owner-name={owner}"
+    )
+    return sorted(d.metadata.name for d in items.items)
+
+
+def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
+    cluster: LocalCluster,
+    examples: dict[str, Any],
+    reporter: tuple[Reporter, int],
+    kubelet: Any,
+    wait_for: Any,
+) -> None:
+    progress_server, port = reporter
+    doc = copy.deepcopy(examples["cascaderljob"])
+    doc["metadata"]["name"] = "crl"
+    doc["spec"]["metricsPort"] = port
+    cluster.apply(doc)
+
+    wait_for(CASCADERLJOB, "crl", "the mpo stage's gang", phase="Pending", currentStage="mpo")
+    assert kubelet.jobs("crl") == ["crl-s0-r0"] and deployments(cluster, "crl") == []
+    assert command_flags(kubelet.job("crl-s0-r0"))["--model-preset"] == "tiny"
+
+    (mpo,) = kubelet.start("crl-s0-r0", nodes=1)
+    wait_for(CASCADERLJOB, "crl", "mpo running", phase="Running")
+    final = (
+        '{"step": 10, "totalSteps": 10, "loss": 0.69, "latestCheckpoint": "/checkpoints/mpo/step-00000010"}'
+    )
+    kubelet.set(mpo, "Succeeded", final)
+
+    # Hand-off: gspo starts from mpo's exported model, with the rollout pool beside it.
+    handed = wait_for(CASCADERLJOB, "crl", "the hand-off to gspo", currentStage="gspo")
+    rows = {r["name"]: r for r in handed["stages"]}
+    assert rows["mpo"]["phase"] == "Succeeded" and rows["mpo"]["checkpoint"] == "/checkpoints/mpo/final"
+    assert (rows["mpo"]["step"], rows["mpo"]["loss"]) == (10, 0.69)
+    assert handed["phase"] in ("Pending", "Running") and "completionTime" not in handed
+    cluster.wait(lambda: kubelet.jobs("crl") == ["crl-s0-r0", "crl-s1-r0"], 30, "the gspo gang (mpo's kept)")
+    assert command_flags(kubelet.job("crl-s1-r0"))["--model-path"] == "/checkpoints/mpo/final"
+    cluster.wait(lambda: deployments(cluster, "crl") == ["crl-rollout"], 30, "the rollout pool")
+    assert cluster.core.read_namespaced_service("crl-rollout", NS).spec.cluster_ip == "None"
+
+    # Rank 0 of gspo reports the RL figures while it runs.
+    figures = {"meanRewardBySource": {"gsm8k": 0.25, "bootcamp-24": 0.5}, "clipFraction": 0.02,
+               "policyVersion": 6}  # fmt: skip
+    progress_server.update(Progress(step=6, total_steps=20, loss=0.01, extra=figures))
+    (gspo,) = kubelet.start("crl-s1-r0", nodes=1)
+    running = wait_for(CASCADERLJOB, "crl", "gspo's figures", phase="Running", policyVersion=6)
+    assert running["meanRewardBySource"] == {"gsm8k": 0.25, "bootcamp-24": 0.5}
+    assert running["clipFraction"] == 0.02 and running["progress"] == "gspo: 6/20 steps (30%)"
+
+    progress_server.close()
+    kubelet.set(gspo, "Succeeded", '{"step": 20, "totalSteps": 20, "policyVersion": 20}')
+    done = wait_for(CASCADERLJOB, "crl", "success", phase="Succeeded", policyVersion=20)
+    assert {c["type"]: c["status"] for c in done["conditions"]}["Succeeded"] == "True"
+    assert [r["phase"] for r in done["stages"]] == ["Succeeded", "Succeeded"] and done["completionTime"]
+    cluster.wait(lambda: deployments(cluster, "crl") == [], 30, "the rollout pool to go")
+    assert kubelet.jobs("crl") == ["crl-s0-r0", "crl-s1-r0"]  # kept for their logs
+    events = cluster.core.list_namespaced_event(NS).items
+    assert any(e.reason == "StageSucceeded" and e.involved_object.name == "crl" for e in events)
+
+
+def test_a_lone_gspo_stage_needs_a_claim_to_share_weights(
+    cluster: LocalCluster, examples: dict[str, Any]
+) -> None:
+    doc = copy.deepcopy(examples["cascaderljob"])
+    doc["metadata"]["name"] = "no-claim"
+    doc["spec"]["stages"][0]["skip"] = True
+    del doc["spec"]["checkpoint"]["claimName"]
+    del doc["spec"]["stages"][1]["weightSync"]
+    with pytest.raises(ApiException) as error:
+        cluster.apply(doc)
+    assert error.value.status == 422
+    assert "set weightSync.claimName or checkpoint.claimName" in str(error.value.body)
