@@ -147,6 +147,26 @@ def test_progress_contract_between_trainer_and_operator() -> None:
     assert progress.parse(json.dumps({"step": 1, "latestCheckpoint": "x" * 5000})) == {"step": 1}
 
 
+def test_rl_figures_reach_the_operator_bounded() -> None:
+    figures = {"meanRewardBySource": {"gsm8k": 0.5, "sorting": 1}, "clipFraction": 0.125, "policyVersion": 7}
+    parsed = progress.parse(json.dumps(Progress(step=7, total_steps=9, extra=figures).to_json()))
+    assert parsed == {"step": 7, "totalSteps": 9, **figures}
+    junk = {"gsm8k": "high", "x" * 64: 1.0, "nan": float("nan")}  # each bad entry is left out
+    assert progress.parse(json.dumps({"step": 1, "meanRewardBySource": junk})) == {"step": 1}
+    many = {f"s{i}": 0.0 for i in range(65)}  # more sources than status should hold
+    assert progress.parse(json.dumps({"step": 1, "meanRewardBySource": many})) == {"step": 1}
+
+
+def test_rollout_urls_expand_to_every_replica() -> None:
+    from vlmop.workloads.rl.rollout import endpoints
+
+    assert endpoints(["http://127.0.0.1:8000"]) == ["http://127.0.0.1:8000"]
+    # localhost stands for a headless Service: one URL per address it resolves to.
+    expanded = endpoints(["http://localhost:8000/"])
+    assert "http://127.0.0.1:8000/" in expanded and all(u.endswith(":8000/") for u in expanded)
+    assert endpoints(["http://no-such-host.invalid:8000"]) == ["http://no-such-host.invalid:8000"]
+
+
 def test_reporter_serves_metrics_and_progress() -> None:
     import urllib.request
 

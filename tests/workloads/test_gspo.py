@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,24 +46,29 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     process.wait(10)
 
 
-def test_gspo_raises_the_mean_reward_on_a_generated_task(server: tuple[str, Path], tmp_path: Path) -> None:
-    url, weights = server
+def gspo(url: str, weights: Path, tmp_path: Path, steps: int, *extra: str) -> list[dict[str, Any]]:
+    """Run the trainer on 2 ranks; its per-step log lines."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
         "--master-port", str(free_port()), "-m", "vlmop.workloads.rl.gspo", "--rollout-url", url,
         "--weights-dir", str(weights),
         "--task", "letters", "--group-size", "8", "--max-tokens", "4", "--micro-batch-size", "4",
         "--mini-batches", "2",
-        "--total-steps", str(STEPS), "--lr", "3e-3", "--warmup-steps", "0", "--lr-schedule", "constant",
+        "--total-steps", str(steps), "--lr", "3e-3", "--warmup-steps", "0", "--lr-schedule", "constant",
         "--min-accuracy", "0", "--max-accuracy", "1", "--precision", "fp32", "--checkpoint-dir",
         str(tmp_path / "ckpt"), "--checkpoint-interval", "100", "--metrics-port", "0",
-        "--log-file", str(tmp_path / "steps.jsonl"),
+        "--log-file", str(tmp_path / "steps.jsonl"), *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLMOP_TERMINATION_LOG": str(tmp_path / "termination-log")}
     env.pop("TRITON_INTERPRET", None)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+
+
+def test_gspo_raises_the_mean_reward_on_a_generated_task(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, weights = server
+    steps = gspo(url, weights, tmp_path, STEPS)
     rewards = [s["reward_mean"] for s in steps]
     assert len(steps) == STEPS and all(s["staleness"] == 0 for s in steps)
     # The 2nd mini-batch of each rollout batch is off-policy: GSPO's tight clip (3e-4/4e-4) binds there.
@@ -71,3 +77,16 @@ def test_gspo_raises_the_mean_reward_on_a_generated_task(server: tuple[str, Path
     with urllib.request.urlopen(f"{url}/health") as reply:  # noqa: S310 (loopback)
         assert json.loads(reply.read())["version"] == STEPS  # the last update reached the pool
     assert sorted(p.name for p in weights.iterdir()) == [f"v{STEPS - 1:08d}", f"v{STEPS:08d}"]
+    # What the operator reads into the CascadeRLJob's status: the figures of the last step.
+    report = json.loads((tmp_path / "termination-log").read_text())
+    assert report["policyVersion"] == STEPS and report["clipFraction"] == steps[-1]["clip_fraction"]
+    assert report["meanRewardBySource"] == {"letters": pytest.approx(rewards[-1])}
+
+
+def test_gspo_under_zero3_publishes_the_gathered_model(server: tuple[str, Path], tmp_path: Path) -> None:
+    """ZeRO-3 partitions every parameter: publication gathers them, so the pool loads a whole model."""
+    url, weights = server
+    steps = gspo(url, weights, tmp_path, 2, "--zero-stage", "3")
+    assert len(steps) == 2 and all(s["staleness"] == 0 for s in steps)
+    with urllib.request.urlopen(f"{url}/health") as reply:  # noqa: S310 (loopback)
+        assert json.loads(reply.read())["version"] == 2

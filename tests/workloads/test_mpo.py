@@ -59,8 +59,10 @@ def state(workdir: Path, step: int) -> dict[str, Any]:
 
 
 def test_mpo_starts_at_log_2_learns_the_preference_and_resumes_delta(pairs: Path, tmp_path: Path) -> None:
-    steps = train(tmp_path, pairs, 12, "--export-dir", str(tmp_path / "export"))
+    # Three epochs of 16 pairs at 2 per micro-batch on 2 ranks: 12 steps (--epochs wins over the 99).
+    steps = train(tmp_path, pairs, 99, "--epochs", "3", "--export-dir", str(tmp_path / "export"))
     first, last = steps[0], steps[-1]
+    assert len(steps) == 12
     assert first["preference"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 1
     assert first["delta"] == pytest.approx(0.0, abs=1e-6)
     assert last["preference"] < 0.5 < first["preference"]

@@ -13,6 +13,7 @@ import torch
 from aiohttp.test_utils import TestClient, TestServer
 from safetensors.torch import save_file
 
+from vlmop.workloads.common.checkpoint import cpu_state_dict
 from vlmop.workloads.pretrain import models
 from vlmop.workloads.pretrain.data import ByteTokenizer
 from vlmop.workloads.rl.rollout_server import RolloutServer
@@ -86,3 +87,17 @@ async def test_weights_load_by_version_from_the_weights_folder_only(client: Any,
     for bad in refused:
         assert (await http.post("/v1/load_weights", json=bad)).status == 400
     assert (await (await http.get("/health")).json())["version"] == 3
+
+
+def test_a_replica_that_starts_mid_training_serves_the_newest_version(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    trained = models.build("tiny", None)
+    for version in (3, 4):  # what the trainer published before this replica started
+        (tmp_path / f"v{version:08d}").mkdir()
+        save_file(cpu_state_dict(trained), str(tmp_path / f"v{version:08d}" / "model.safetensors"))
+    torch.manual_seed(2)
+    server = RolloutServer(models.build("tiny", None), ByteTokenizer(), tmp_path)
+    assert server.version == 4
+    assert all(
+        torch.equal(a, b) for a, b in zip(server.model.parameters(), trained.parameters(), strict=True)
+    )
