@@ -1,4 +1,4 @@
-"""GSPO for real on CPU: a rollout server process with a tiny random Llama, the trainer under
+"""GSPO for real on CPU: a rollout server process with a tiny random VLM (LLaVA-style), the trainer under
 `torchrun --nproc_per_node 2` (gloo, ZeRO-2) on the generated `letters` task. The trainer publishes
 its weights before the first step and after each update; samples are on-policy (staleness 0); the
 mean reward rises; with two updates per rollout batch the second one is clipped."""
@@ -20,6 +20,7 @@ import pytest
 from vlmop.operator.localapi.cluster import free_port
 
 STEPS = 12
+PRESET = "tiny-vl"  # the LLaVA-style tiny VLM (ViT + projector + LM), sampling on text prompts
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     weights, port = tmp_path / "weights", free_port()
     weights.mkdir()
     command = [sys.executable, "-m", "vlmop.workloads.rl.rollout_server", "--weights-dir", str(weights),
+               "--model-preset", PRESET,
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
@@ -51,6 +53,7 @@ def gspo(url: str, weights: Path, tmp_path: Path, steps: int, *extra: str) -> li
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
         "--master-port", str(free_port()), "-m", "vlmop.workloads.rl.gspo", "--rollout-url", url,
+        "--model-preset", PRESET,
         "--weights-dir", str(weights),
         "--task", "letters", "--group-size", "8", "--max-tokens", "4", "--micro-batch-size", "4",
         "--mini-batches", "2",
