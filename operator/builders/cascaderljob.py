@@ -209,6 +209,8 @@ def program(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int) -> lis
         "--min-accuracy", str(keep.min_accuracy), "--max-accuracy", str(keep.max_accuracy),
         "--mini-batches", str(max(1, g.prompts_per_step // g.mini_batch_prompts)),
     ]  # fmt: skip
+    if not keep.drop_zero_variance:
+        out.append("--keep-zero-variance")
     if g.loss_mode == "gspo":  # GRPO keeps its own clip (0.2/0.28) unless the spec moved it
         out += ["--eps-low", str(g.clip_low), "--eps-high", str(g.clip_high)]
     return out

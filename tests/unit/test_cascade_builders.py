@@ -71,6 +71,7 @@ def test_the_gspo_stage_starts_from_the_mpo_export_with_its_pools(examples: dict
     assert (f["--group-size"], f["--max-tokens"], f["--total-steps"]) == ("8", "512", "20")
     assert (f["--mini-batches"], f["--eps-low"], f["--eps-high"]) == ("4", "0.0003", "0.0004")
     assert f["--rewards"] == "/etc/vlmop/s1.rewards.json"
+    assert "--keep-zero-variance" not in container(kids["Job/tiny-cascade-rl-s1-r0"])["command"]
 
     rollout = kids["Deployment/tiny-cascade-rl-rollout"]
     server = container(rollout)

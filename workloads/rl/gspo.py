@@ -52,6 +52,7 @@ class GSPOTrainConfig(pretrain_config.TrainConfig):
     eps_high: float | None = None
     min_accuracy: float = 0.2
     max_accuracy: float = 0.8
+    drop_zero_variance: bool = True  # groups whose rewards are all equal leave the loss's average
     mini_batches: int = 1  # policy updates per rollout batch (promptsPerStep / miniBatchPrompts)
     lr: float = 1e-6  # InternVL3.5's GSPO learning rate
 
@@ -76,6 +77,8 @@ def parse(argv: list[str] | None = None) -> GSPOTrainConfig:
     p.add_argument("--eps-high", type=float)
     p.add_argument("--min-accuracy", type=float, default=d.min_accuracy)
     p.add_argument("--max-accuracy", type=float, default=d.max_accuracy)
+    p.add_argument("--keep-zero-variance", dest="drop_zero_variance", action="store_false",
+                   help="count groups whose rewards are all equal in the loss's average")  # fmt: skip
     p.add_argument("--mini-batches", type=int, default=d.mini_batches, help="updates per rollout batch")
     args = vars(p.parse_args(argv))
     if args.get("model_path"):
@@ -197,7 +200,9 @@ class GSPOTrainer(Trainer):
         rewards = torch.tensor(scores.rewards).view(len(prompts), cfg.group_size)
         lap("reward")
         mean = rewards.mean(-1)
-        keep = informative(rewards) & (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
+        keep = (mean >= cfg.min_accuracy) & (mean <= cfg.max_accuracy)
+        if cfg.drop_zero_variance:
+            keep &= informative(rewards)
         advantages = (group_advantages(rewards) * keep.unsqueeze(-1)).flatten().to(self.engine.device)
         batch = self._sequences([p.text for p in prompts], groups)
         with torch.no_grad():  # π_old: the policy that sampled, fixed across the mini-batches
