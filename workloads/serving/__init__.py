@@ -1,0 +1,1 @@
+"""Decoupled vision-language serving: the vision pool, the language pool and the gateway."""

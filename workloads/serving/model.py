@@ -1,0 +1,150 @@
+"""The two halves of a Hugging Face InternVL checkpoint (transformers' `InternVLForConditionalGeneration`:
+vision_tower, multi_modal_projector, language_model), each loaded by
+the pool that serves it: the vision pool reads only the tower and projector tensors from the
+safetensors files (the language model is never materialised there), the language pool the whole model.
+
+ViR's 1/16 path needs a projector from 16C (pixel shuffle by 4) to the LM width: InternVL3.5-Flash
+ships one; here it lives in `vir.safetensors` beside the checkpoint (`projector.*`, the shape of
+transformers' InternVLMultiModalProjector at downsample ratio 1/4)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+VIR_FILE = "vir.safetensors"
+# Both layouts found in InternVL checkpoints (the hub's -hf repos and transformers 5 save the first).
+VISION_PREFIXES = {
+    "vision_tower.": "tower",
+    "multi_modal_projector.": "projector",
+    "model.vision_tower.": "tower",
+    "model.multi_modal_projector.": "projector",
+}
+IMAGE_TOKEN_ID = 263  # past the byte tokenizer's 259 ids, inside the tiny vocabulary
+
+
+def tiny_config() -> Any:
+    """An InternVL-shaped model small enough for CPU tests: 32x32 tiles of 4x4 patches (64 ViT tokens,
+    16 after pixel shuffle by 2, 4 by 4), a 2-layer Qwen2 of width 64 over the byte tokenizer."""
+    from transformers import InternVLConfig
+
+    return InternVLConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": [32, 32],
+            "patch_size": [4, 4],
+        },
+        text_config={
+            "model_type": "qwen2",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 264,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": False,
+        },
+        image_token_id=IMAGE_TOKEN_ID,
+        downsample_ratio=0.5,
+    )
+
+
+def save_tiny(directory: Path, seed: int = 0) -> Path:
+    """A random tiny InternVL checkpoint with its ViR projector: what the serving tests load."""
+    from transformers import InternVLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = tiny_config()
+    InternVLForConditionalGeneration(config).save_pretrained(directory)
+    save_file(vir_projector(config).state_dict(), str(directory / VIR_FILE))
+    return directory
+
+
+def vir_projector(config: Any) -> torch.nn.Module:
+    from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector
+
+    quarter = copy.deepcopy(config)
+    quarter.downsample_ratio = 0.25  # input width 16C: the tokens of a pixel shuffle by 4
+    return InternVLMultiModalProjector(quarter)
+
+
+def _tensors(directory: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under `prefixes`, from one or several (indexed) safetensors files."""
+    index = directory / "model.safetensors.index.json"
+    files = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if index.exists()
+        else ["model.safetensors"]
+    )
+    out: dict[str, torch.Tensor] = {}
+    for name in files:
+        with safe_open(str(directory / name), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                if key.startswith(prefixes):
+                    out[key] = f.get_tensor(key)
+    return out
+
+
+class VisionParts(torch.nn.Module):
+    """ViT + projector (+ ViR's 1/16 projector) of an InternVL checkpoint."""
+
+    def __init__(self, directory: Path, vir: bool) -> None:
+        super().__init__()
+        from transformers import InternVLConfig
+        from transformers.models.internvl.modeling_internvl import (
+            InternVLMultiModalProjector,
+            InternVLVisionModel,
+        )
+
+        config: Any = InternVLConfig.from_pretrained(directory)
+        self.config = config
+        self.tower = InternVLVisionModel(config.vision_config)
+        self.projector = InternVLMultiModalProjector(self.config)
+        tensors = _tensors(directory, tuple(VISION_PREFIXES))
+        states: dict[str, dict[str, torch.Tensor]] = {"tower": {}, "projector": {}}
+        for prefix, part in VISION_PREFIXES.items():
+            states[part].update({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        for part, state in states.items():
+            getattr(self, part).load_state_dict(state, strict=True)
+        self.projector16: torch.nn.Module | None = None
+        if vir:
+            if not (directory / VIR_FILE).exists():
+                raise FileNotFoundError(
+                    f"ViR needs the 1/16 projector {directory / VIR_FILE}; or turn ViR off"
+                )
+            self.projector16 = vir_projector(self.config)
+            with safe_open(str(directory / VIR_FILE), framework="pt") as f:
+                self.projector16.load_state_dict({k: f.get_tensor(k) for k in f.keys()}, strict=True)  # noqa: SIM118
+        self.train(False)
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.config.vision_config.image_size[0])
+
+    @torch.no_grad()
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(T, 3, S, S) normalised tiles → (T, h, w, C) ViT tokens on their patch grid (CLS dropped)."""
+        hidden = self.tower(pixel_values=pixels.to(self.tower.dtype)).last_hidden_state
+        if self.config.vision_feature_select_strategy == "default":
+            hidden = hidden[:, 1:]
+        side = int(hidden.shape[1] ** 0.5)
+        grid: torch.Tensor = hidden.reshape(hidden.shape[0], side, side, -1)
+        return grid
+
+
+def load_language(directory: Path) -> Any:
+    from transformers import InternVLForConditionalGeneration
+
+    model = InternVLForConditionalGeneration.from_pretrained(directory)
+    model.train(False)
+    return model
