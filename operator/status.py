@@ -11,7 +11,6 @@ Status = dict[str, Any]
 
 # Reasons are CamelCase constants, as in metav1.Condition.
 INVALID_SPEC = "InvalidSpec"
-AWAITING_CONTROLLER = "AwaitingController"
 
 
 def now() -> str:

@@ -47,6 +47,11 @@ class LanguagePool(Placement):
         }
     )
 
+    engine: Literal["vllm", "vlmop"] = Field(
+        "vllm",
+        description="vllm (`vllm serve` in the image; the gateway sends image features as vLLM's "
+        "image_embeds) or vlmop (vlmop's transformers stand-in, for CPU and tests).",
+    )
     min_replicas: int = Field(1, ge=0, description="Fewest vLLM servers the autoscaler keeps.")
     max_replicas: int = Field(4, ge=1, description="Most vLLM servers the autoscaler runs.")
     gpus_per_replica: int = Field(1, ge=0, description="GPUs per vLLM server.")

@@ -8,7 +8,8 @@ from typing import Any
 
 import kopf
 
-from vlmop.operator.builders.common import HASH, MANAGED_BY, OWNER_KIND, OWNER_NAME
+from vlmop.operator.availability import DeploymentView
+from vlmop.operator.builders.common import COMPONENT, HASH, MANAGED_BY, OWNER_KIND, OWNER_NAME
 from vlmop.operator.kube import ChildRef
 from vlmop.operator.lifecycle import JobView, PodView
 
@@ -78,3 +79,15 @@ def termination_message(status: kopf.Status) -> str:
                 return f"{done.get('reason', 'Error')} (exit code {done.get('exitCode')})"
             return text if text.lstrip().startswith("{") else "\n".join(text.splitlines()[-8:])[-1024:]
     return ""
+
+
+@kopf.index("apps", "v1", "deployments", id="deployments", labels=SELECTOR)
+def deployments(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Key, DeploymentView]:
+    view = DeploymentView(
+        name=str(body.metadata.name),
+        component=str(body.metadata.labels.get(COMPONENT, "")),
+        replicas=int(spec.get("replicas", 1) or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+    )
+    return {owner_key(body): view}

@@ -18,7 +18,7 @@ from kmock._internal import references
 from kubernetes.client import ApiException, BatchV1Api
 
 from vlmop.operator.api import KINDS, PRETRAINJOB
-from vlmop.operator.localapi.cluster import LocalCluster, kind_of
+from vlmop.operator.localapi.cluster import LocalCluster
 
 G, V, NS = "vlmop.io", "v1alpha1", "default"
 
@@ -31,24 +31,6 @@ def renamed(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in obj["status"]["conditions"]}
-
-
-@pytest.mark.parametrize("example", ["dvddeployment"])
-def test_valid_cr_gets_observed_generation_and_conditions(
-    cluster: LocalCluster, examples: dict[str, dict[str, Any]], example: str
-) -> None:
-    doc = examples[example]
-    cluster.apply(doc)
-    obj = cluster.wait_observed(kind_of(doc), doc["metadata"]["name"])
-    ready = conditions(obj)["Ready"]
-    assert obj["status"]["phase"] == "Pending"
-    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
-        "False",
-        "AwaitingController",
-        1,
-    )
-    assert ready["lastTransitionTime"].endswith("Z")
-    assert conditions(obj)["Failed"]["status"] == "False"
 
 
 def test_a_missing_gang_scheduler_is_reported_not_crashed_on(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from vlmop.operator import status
-from vlmop.operator.api import PRETRAINJOB
-from vlmop.operator.reconcile import desired_status
+from vlmop.operator.reconcile import invalid_status
 
 
 def test_transition_time_moves_only_when_status_flips() -> None:
@@ -36,16 +35,16 @@ def test_diff_is_empty_when_nothing_changed_and_removes_stale_keys() -> None:
     assert status.diff({"a": 1, "old": 2}, {"a": 3}) == {"a": 3, "old": None}
 
 
-def test_reconciled_status_is_stable_across_runs() -> None:
+def test_a_rejected_spec_is_stable_across_runs() -> None:
     body = {"metadata": {"generation": 4}, "spec": {}}
-    first = desired_status(PRETRAINJOB, body, None, "T1")
-    again = desired_status(PRETRAINJOB, {**body, "status": first}, None, "T2")
+    first = invalid_status(body, "spec.x: bad", "T1")
+    again = invalid_status({**body, "status": first}, "spec.x: bad", "T2")
     assert status.diff(first, again) == {}
-    assert first["observedGeneration"] == 4 and first["phase"] == "Pending"
+    assert first["observedGeneration"] == 4
 
 
 def test_invalid_spec_fails_with_reason() -> None:
-    result = desired_status(PRETRAINJOB, {"metadata": {"generation": 1}}, "spec.x: bad", "T")
+    result = invalid_status({"metadata": {"generation": 1}}, "spec.x: bad", "T")
     failed = next(c for c in result["conditions"] if c["type"] == "Failed")
     assert (result["phase"], failed["status"], failed["reason"], failed["message"]) == (
         "Failed",

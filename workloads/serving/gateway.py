@@ -19,6 +19,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import torch
 from aiohttp import web
 
 from vlmop.workloads.serving import images
@@ -82,31 +84,34 @@ class VisionClient:
 
 
 class LanguageClient:
-    """The language pool over HTTP: the chat with image features, streamed back."""
+    """The language pool over HTTP: the chat with each image's tokens in place, streamed back.
+    protocol vlmop: an `image_features` part (safetensors, features.py) for vlmop's stand-in;
+    vllm: vLLM's `image_embeds` part (base64 of torch.save, which `vllm serve --enable-mm-embeds`
+    loads; the gateway only ever writes that format, never reads it)."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, protocol: str = "vlmop") -> None:
         self.session, self.url = session, url.rstrip("/") + "/v1/chat/completions"
+        self.protocol = protocol
+
+    def body(self, chat: Chat) -> dict[str, Any]:
+        messages = [
+            {"role": m["role"], "content": [self._part(p) for p in m["content"]]} for m in chat.messages
+        ]
+        return {"model": "vlm", "messages": messages, "stream": True, "max_tokens": chat.max_tokens,
+                "temperature": chat.temperature, "seed": chat.seed}  # fmt: skip
+
+    def _part(self, part: dict[str, Any]) -> dict[str, Any]:
+        if part["type"] != "image_features":
+            return part
+        features: Features = part["image_features"]
+        if self.protocol == "vllm":
+            buffer = io.BytesIO()
+            torch.save(features.tokens, buffer)
+            return {"type": "image_embeds", "image_embeds": base64.b64encode(buffer.getvalue()).decode()}
+        return {"type": "image_features", "image_features": features.to_base64()}
 
     async def stream(self, chat: Chat) -> AsyncIterator[str]:
-        messages = [
-            {
-                "role": m["role"],
-                "content": [
-                    {"type": "image_features", "image_features": p["image_features"].to_base64()}
-                    if p["type"] == "image_features"
-                    else p
-                    for p in m["content"]
-                ],
-            }
-            for m in chat.messages
-        ]
-        body = {
-            "messages": messages,
-            "stream": True,
-            "max_tokens": chat.max_tokens,
-            "temperature": chat.temperature,
-            "seed": chat.seed,
-        }
+        body = self.body(chat)
         try:
             async with self.session.post(self.url, json=body) as reply:
                 if reply.status != 200:
@@ -286,6 +291,12 @@ def main(argv: list[str] | None = None) -> None:
     pools.add_argument("--vision-url", help="the vision pool's Service")
     pools.add_argument("--coupled", type=Path, help="serve this checkpoint in-process instead of the pools")
     p.add_argument("--language-url", help="the language pool's Service")
+    p.add_argument(
+        "--language-protocol",
+        choices=["vlmop", "vllm"],
+        default="vlmop",
+        help="how image tokens reach the language pool (vllm: image_embeds)",
+    )
     p.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a pod's server)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-image-bytes", type=int, default=images.Limits.max_bytes)

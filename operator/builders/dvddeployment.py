@@ -1,0 +1,106 @@
+"""DvDDeployment -> its children: the vision pool, the language pool and the gateway, each a
+Deployment (restricted pods, probes, surge-first rolling updates) behind a ClusterIP Service. The
+gateway reaches the pools by their Services; the API key reaches it only as a secret reference."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vlmop.operator.api.common import EnvVar, Volume
+from vlmop.operator.api.dvddeployment import DvDDeploymentSpec
+from vlmop.operator.builders import pool as pools
+from vlmop.operator.builders.common import Manifest
+
+POOLS = ("vision", "language", "gateway")
+MODEL_MOUNT = "/models"
+
+
+def model_mounts(spec: DvDDeploymentSpec) -> list[Volume]:
+    if not spec.model_claim_name:
+        return []
+    return [Volume(name="model", claim_name=spec.model_claim_name, mount_path=MODEL_MOUNT, read_only=True)]
+
+
+def vision_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Pool:
+    v = spec.vision
+    args = ["--model", spec.model, "--port", str(v.port), "--max-tiles", str(v.max_tiles),
+            "--batch-size", str(v.batch_size), "--vir-threshold", str(v.vir.threshold),
+            "--max-image-bytes", str(spec.gateway.max_image_bytes),
+            "--max-image-pixels", str(spec.gateway.max_image_pixels)]  # fmt: skip
+    if not v.vir.enabled:
+        args.append("--no-vir")
+    return pools.Pool(
+        owner=owner,
+        name=f"{owner['metadata']['name']}-vision",
+        component="vision",
+        placement=v,
+        replicas=max(v.min_replicas, 1),
+        gpus=v.gpus_per_replica,
+        command=["python", "-m", "vlmop.workloads.serving.vision"],
+        args=args,
+        port=v.port,
+        mounts=model_mounts(spec),
+    )
+
+
+def language_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Pool:
+    lm = spec.language
+    if lm.engine == "vllm":
+        command = ["vllm", "serve", spec.model]
+        args = ["--host", "0.0.0.0", "--port",  # noqa: S104 (a pod's server) str(lm.port), "--served-model-name", "vlm",
+                "--tensor-parallel-size", str(lm.tensor_parallel), "--enable-mm-embeds"]  # fmt: skip
+    else:
+        command = ["python", "-m", "vlmop.workloads.serving.language"]
+        args = ["--model", spec.model, "--port", str(lm.port)]
+    return pools.Pool(
+        owner=owner,
+        name=f"{owner['metadata']['name']}-language",
+        component="language",
+        placement=lm,
+        replicas=max(lm.min_replicas, 1),
+        gpus=lm.gpus_per_replica,
+        command=command,
+        args=[*args, *lm.args],
+        port=lm.port,
+        mounts=model_mounts(spec),
+    )
+
+
+def gateway_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Pool:
+    g = spec.gateway
+    vision, language = vision_pool(owner, spec), language_pool(owner, spec)
+    args = ["--vision-url", pools.url(vision), "--language-url", pools.url(language),
+            "--language-protocol", spec.language.engine, "--port", str(g.port),
+            "--max-image-bytes", str(g.max_image_bytes), "--max-image-pixels", str(g.max_image_pixels),
+            "--max-images", str(g.max_images_per_request),
+            "--request-timeout", str(g.request_timeout_seconds)]  # fmt: skip
+    if g.allow_remote_images:
+        args.append("--allow-remote-images")
+    placement = g
+    if g.auth_secret_ref:  # by reference only: the key never appears in the manifest
+        key = EnvVar(name="VLMOP_API_KEY", secret_key_ref=g.auth_secret_ref)
+        placement = g.model_copy(update={"env": [*g.env, key]})
+    return pools.Pool(
+        owner=owner,
+        name=f"{owner['metadata']['name']}-gateway",
+        component="gateway",
+        placement=placement,
+        replicas=g.replicas,
+        gpus=0,
+        command=["python", "-m", "vlmop.workloads.serving.gateway"],
+        args=args,
+        port=g.port,
+    )
+
+
+def all_pools(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> dict[str, pools.Pool]:
+    return {"vision": vision_pool(owner, spec), "language": language_pool(owner, spec),
+            "gateway": gateway_pool(owner, spec)}  # fmt: skip
+
+
+def children(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> list[Manifest]:
+    out = []
+    for p in all_pools(owner, spec).values():
+        out += [pools.deployment(p), pools.service(p)]
+    return out

@@ -1,0 +1,118 @@
+"""DvDDeployment on plain dicts: the three pools' Deployments and Services (commands, probes, rolling
+updates, the API key by reference only, the model claim) and the status table of their readiness."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+from typing import Any
+
+import pytest
+
+from vlmop.operator import availability
+from vlmop.operator.api import DvDDeploymentSpec
+from vlmop.operator.availability import DeploymentView
+from vlmop.operator.builders import dvddeployment as build
+
+NOW = datetime.datetime(2026, 11, 26, tzinfo=datetime.UTC)
+
+
+def children(doc: dict[str, Any], **changes: Any) -> dict[str, dict[str, Any]]:
+    doc = copy.deepcopy(doc)
+    doc["metadata"].update(namespace="serve", uid="u")
+    for key, value in changes.items():
+        doc["spec"][key].update(value)
+    spec = DvDDeploymentSpec.model_validate(doc["spec"])
+    return {f"{m['kind']}/{m['metadata']['name']}": m for m in build.children(doc, spec)}
+
+
+def pod(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = manifest["spec"]["template"]["spec"]
+    return spec
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    return {a: b for a, b in itertools.pairwise(args) if a.startswith("--")}
+
+
+def test_the_example_becomes_three_pools_behind_services(examples: dict[str, Any]) -> None:
+    kids = children(examples["dvddeployment"])
+    assert sorted(kids) == [f"{kind}/tiny-dvd-{pool}" for kind in ("Deployment", "Service")
+                            for pool in ("gateway", "language", "vision")]  # fmt: skip
+    vision = pod(kids["Deployment/tiny-dvd-vision"])["containers"][0]
+    assert vision["command"] == ["python", "-m", "vlmop.workloads.serving.vision"]
+    assert flags(vision["args"])["--model"] == "/models/internvl-tiny" and "--no-vir" not in vision["args"]
+    assert vision["volumeMounts"] == [{"name": "model", "mountPath": "/models", "readOnly": True}]
+    assert vision["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert vision["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+    language = pod(kids["Deployment/tiny-dvd-language"])["containers"][0]
+    assert language["command"] == ["vllm", "serve", "/models/internvl-tiny"]
+    assert (
+        "--enable-mm-embeds" in language["args"] and flags(language["args"])["--tensor-parallel-size"] == "1"
+    )
+
+    gateway = kids["Deployment/tiny-dvd-gateway"]
+    container = pod(gateway)["containers"][0]
+    f = flags(container["args"])
+    assert f["--vision-url"] == "http://tiny-dvd-vision.serve.svc:8001"
+    assert f["--language-url"] == "http://tiny-dvd-language.serve.svc:8000"
+    assert f["--language-protocol"] == "vllm"
+    key = next(e for e in container["env"] if e["name"] == "VLMOP_API_KEY")
+    reference = {"name": "dvd-api-key", "key": "token", "optional": False}
+    assert key == {"name": "VLMOP_API_KEY", "valueFrom": {"secretKeyRef": reference}}
+    assert gateway["spec"]["replicas"] == 2 and "nvidia.com/gpu" not in str(container["resources"])
+    assert gateway["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    for name in ("vision", "language", "gateway"):
+        spec = pod(kids[f"Deployment/tiny-dvd-{name}"])
+        assert spec["automountServiceAccountToken"] is False and spec["securityContext"]["runAsNonRoot"]
+        assert kids[f"Service/tiny-dvd-{name}"]["spec"].get("clusterIP") != "None"
+
+
+def test_vir_off_and_the_cpu_stand_in(examples: dict[str, Any]) -> None:
+    kids = children(
+        examples["dvddeployment"], vision={"vir": {"enabled": False}}, language={"engine": "vlmop"}
+    )
+    assert "--no-vir" in pod(kids["Deployment/tiny-dvd-vision"])["containers"][0]["args"]
+    language = pod(kids["Deployment/tiny-dvd-language"])["containers"][0]
+    assert language["command"] == ["python", "-m", "vlmop.workloads.serving.language"]
+    gateway = pod(kids["Deployment/tiny-dvd-gateway"])["containers"][0]
+    assert flags(gateway["args"])["--language-protocol"] == "vlmop"
+
+
+def view(component: str, replicas: int, ready: int, updated: int | None = None) -> DeploymentView:
+    return DeploymentView(
+        f"d-{component}", component, replicas, ready, replicas if updated is None else updated
+    )
+
+
+def pools(
+    vision: tuple[int, int], language: tuple[int, int], gateway: tuple[int, int] = (2, 2)
+) -> dict[str, Any]:
+    return {"vision": view("vision", *vision), "language": view("language", *language),
+            "gateway": view("gateway", *gateway)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("before", "seen", "phase", "ready"),
+    [
+        (None, {}, "Pending", "False"),
+        (None, pools((1, 0), (1, 1)), "Progressing", "False"),
+        (None, pools((1, 1), (1, 1)), "Ready", "True"),
+        ("Ready", pools((2, 1), (1, 1)), "Progressing", "False"),  # scaling up: not every replica yet
+        ("Ready", pools((1, 0), (1, 1)), "Degraded", "False"),  # a pool that served has none left
+        ("Degraded", pools((1, 1), (1, 1)), "Ready", "True"),
+    ],
+)
+def test_status_follows_the_pools(before: str | None, seen: dict[str, Any], phase: str, ready: str) -> None:
+    status = availability.decide(build.POOLS, seen, {"phase": before} if before else {}, 3, "http://gw", NOW)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert (status["phase"], conditions["Ready"]["status"]) == (phase, ready)
+    assert conditions["Degraded"]["status"] == ("True" if phase == "Degraded" else "False")
+    assert status["endpoint"] == "http://gw" and status["observedGeneration"] == 3
+    if "vision" in seen:
+        assert status["vision"] == {
+            "replicas": seen["vision"].replicas,
+            "readyReplicas": seen["vision"].ready,
+        }
