@@ -1,0 +1,74 @@
+"""The real operator turns examples/dvddeployment.yaml into its three pools on the local API server and
+follows their readiness: Pending → Ready once every Deployment reports its replicas ready (the test
+writes Deployment status, as the Deployment controller would; the emulator runs none), Degraded when
+a pool loses every replica, and a spec change rolls the pool it touches (and only that one)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubernetes.client import AppsV1Api
+
+from vlmop.operator.api import DVDDEPLOYMENT
+from vlmop.operator.localapi.cluster import LocalCluster
+
+G, V, NS = "vlmop.io", "v1alpha1", "default"
+
+
+def set_ready(apps: AppsV1Api, name: str, ready: int) -> None:
+    replicas = apps.read_namespaced_deployment(name, NS).spec.replicas
+    status = {
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "updatedReplicas": replicas,
+        "availableReplicas": ready,
+    }
+    apps.patch_namespaced_deployment_status(name, NS, {"status": status})
+
+
+def test_pools_come_up_degrade_and_roll(
+    cluster: LocalCluster, examples: dict[str, Any], wait_for: Any
+) -> None:
+    apps = AppsV1Api(cluster.client)
+    doc = copy.deepcopy(examples["dvddeployment"])
+    doc["metadata"]["name"] = "serve"
+    cluster.apply(doc)
+    pending = wait_for(DVDDEPLOYMENT, "serve", "the pools to be created", phase="Progressing")
+    assert pending["endpoint"] == "http://serve-gateway.default.svc:8080"
+    names = sorted(
+        d.metadata.name
+        for d in apps.list_namespaced_deployment(NS, label_selector="vlmop.io/owner-name=serve").items
+    )
+    assert names == ["serve-gateway", "serve-language", "serve-vision"]
+    assert cluster.core.read_namespaced_service("serve-gateway", NS).spec.ports[0].port == 8080
+
+    for name, ready in (("serve-vision", 1), ("serve-language", 1), ("serve-gateway", 2)):
+        set_ready(apps, name, ready)
+    ready = wait_for(DVDDEPLOYMENT, "serve", "every pool ready", phase="Ready")
+    assert ready["vision"] == {"replicas": 1, "readyReplicas": 1} and ready["gateway"]["readyReplicas"] == 2
+    assert {c["type"]: c["status"] for c in ready["conditions"]}["Ready"] == "True"
+    assert ready["progress"] == "3/3 pools ready"
+
+    set_ready(apps, "serve-language", 0)
+    degraded = wait_for(DVDDEPLOYMENT, "serve", "the language pool to go", phase="Degraded")
+    message = next(c["message"] for c in degraded["conditions"] if c["type"] == "Degraded")
+    assert "language" in message
+    set_ready(apps, "serve-language", 1)
+    wait_for(DVDDEPLOYMENT, "serve", "recovery", phase="Ready")
+
+    # Turning ViR off rolls the vision pool only: its template changes, the others keep theirs.
+    before = {n: apps.read_namespaced_deployment(n, NS).metadata.resource_version for n in names}
+    patch = {"spec": {"vision": {"vir": {"enabled": False}}}}
+    cluster.custom.patch_namespaced_custom_object(G, V, NS, DVDDEPLOYMENT.plural, "serve", patch)
+
+    def rolled() -> bool:
+        args = apps.read_namespaced_deployment("serve-vision", NS).spec.template.spec.containers[0].args
+        return "--no-vir" in args
+
+    cluster.wait(rolled, 30, "the vision pool to roll")
+    after = {n: apps.read_namespaced_deployment(n, NS).metadata.resource_version for n in names}
+    assert (
+        after["serve-gateway"] == before["serve-gateway"]
+        and after["serve-language"] == before["serve-language"]
+    )
