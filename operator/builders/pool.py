@@ -60,6 +60,8 @@ def deployment(pool: Pool) -> Manifest:
             {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only} for v in mounts
         ],
         "securityContext": container_security,
+        # Endpoints drop a terminating pod a moment after SIGTERM: keep serving until they have.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
     }
     if pool.command:
         container["command"] = pool.command

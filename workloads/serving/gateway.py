@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,7 +279,10 @@ async def serve(args: argparse.Namespace) -> None:
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port).start()
         log.info("gateway on %s:%d", args.host, args.port)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()  # SIGTERM (a rolling update): stop listening, finish what is in flight
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:

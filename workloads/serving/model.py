@@ -29,42 +29,48 @@ VISION_PREFIXES = {
 IMAGE_TOKEN_ID = 263  # past the byte tokenizer's 259 ids, inside the tiny vocabulary
 
 
-def tiny_config() -> Any:
-    """An InternVL-shaped model small enough for CPU tests: 32x32 tiles of 4x4 patches (64 ViT tokens,
-    16 after pixel shuffle by 2, 4 by 4), a 2-layer Qwen2 of width 64 over the byte tokenizer."""
+def internvl_config(vision: dict[str, Any], text: dict[str, Any]) -> Any:
     from transformers import InternVLConfig
 
     return InternVLConfig(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": [32, 32],
-            "patch_size": [4, 4],
-        },
-        text_config={
-            "model_type": "qwen2",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": 264,
-            "max_position_embeddings": 2048,
-            "tie_word_embeddings": False,
-        },
+        vision_config=vision,
+        text_config={"model_type": "qwen2", "vocab_size": 264, "max_position_embeddings": 4096,
+                     "tie_word_embeddings": False, **text},
         image_token_id=IMAGE_TOKEN_ID,
         downsample_ratio=0.5,
-    )
+    )  # fmt: skip
 
 
-def save_tiny(directory: Path, seed: int = 0) -> Path:
-    """A random tiny InternVL checkpoint with its ViR projector: what the serving tests load."""
+def tiny_config() -> Any:
+    """An InternVL-shaped model small enough for CPU tests: 32x32 tiles of 4x4 patches (64 ViT tokens,
+    16 after pixel shuffle by 2, 4 by 4), a 2-layer Qwen2 of width 64 over the byte tokenizer."""
+    return internvl_config(
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+         "image_size": [32, 32], "patch_size": [4, 4]},
+        {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2},
+    )  # fmt: skip
+
+
+def small_config() -> Any:
+    """Closer to a real InternVL's proportions, still CPU-sized (for benchmarks): 224x224 tiles of
+    14x14 patches (256 ViT tokens, 64 after pixel shuffle), a 4-layer ViT of width 256 and a 4-layer
+    LM of width 512."""
+    return internvl_config(
+        {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
+         "image_size": [224, 224], "patch_size": [14, 14]},
+        {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 4, "num_attention_heads": 8,
+         "num_key_value_heads": 2},
+    )  # fmt: skip
+
+
+def save_tiny(directory: Path, seed: int = 0, config: Any = None) -> Path:
+    """A random InternVL checkpoint (tiny unless `config`) with its ViR projector: what the serving
+    tests and benchmarks load."""
     from transformers import InternVLForConditionalGeneration
 
     torch.manual_seed(seed)
-    config = tiny_config()
+    config = config or tiny_config()
     InternVLForConditionalGeneration(config).save_pretrained(directory)
     save_file(vir_projector(config).state_dict(), str(directory / VIR_FILE))
     return directory
