@@ -24,6 +24,11 @@ MISSING_RECHECK_SECONDS = 60.0
 _missing: dict[str, float] = {}
 # Kinds the operator does not index (their CRDs may be absent): created with their Job, deleted with it.
 COMPANIONS = frozenset({"PodGroup"})
+# Kinds an add-on serves, and what to do when it is missing.
+OPTIONAL = {
+    "PodGroup": "install its scheduler (Volcano or scheduler-plugins) or change spec.scheduling.gang",
+    "ScaledObject": "install KEDA or change spec.autoscaling.mode",
+}
 
 
 class MissingAPI(Exception):
@@ -81,12 +86,11 @@ def create(manifest: Manifest) -> None:
             raise
 
 
-def create_companion(manifest: Manifest) -> None:
+def create_optional(manifest: Manifest) -> None:
+    """Create a child whose API an add-on serves (a gang scheduler's PodGroup, KEDA's ScaledObject):
+    its absence is MissingAPI, asked again only after MISSING_RECHECK_SECONDS."""
     api = f"{manifest['apiVersion']} {manifest['kind']}"
-    message = (
-        f"{api} is not served by this cluster: install its scheduler (Volcano or scheduler-plugins) "
-        "or change spec.scheduling.gang"
-    )
+    message = f"{api} is not served by this cluster: {OPTIONAL[manifest['kind']]}"
     if time.monotonic() - _missing.get(api, -MISSING_RECHECK_SECONDS) < MISSING_RECHECK_SECONDS:
         raise MissingAPI(message)  # known missing: a thousand waiting jobs make no requests for it
     try:
@@ -144,8 +148,11 @@ def converge(
                 delete(current.api_version, current.kind, namespace, current.name)
             for companion in companions if manifest["kind"] == "Job" else []:
                 if companion["metadata"]["name"] == manifest["metadata"]["name"]:
-                    create_companion(companion)  # before the Job, so its pods find their group
-            create(manifest)
+                    create_optional(companion)  # before the Job, so its pods find their group
+            if manifest["kind"] in OPTIONAL:
+                create_optional(manifest)
+            else:
+                create(manifest)
         writes += 1
     return writes
 

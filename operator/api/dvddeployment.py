@@ -76,8 +76,23 @@ class Gateway(Placement):
 
 
 class PoolScaling(ApiModel):
-    query: str | None = Field(None, description="PromQL overriding the pool's default utilisation query.")
+    query: str | None = Field(
+        None,
+        description="PromQL giving the pool's utilisation (0-1), overriding the DCGM default; $namespace "
+        "and $pool (the pool's Deployment name) are filled in.",
+    )
     target_utilization: float = Field(0.7, gt=0, le=1, description="Target GPU utilisation (0-1).")
+    queue_target: float | None = Field(
+        None,
+        gt=0,
+        description="In-flight requests per replica; when set, a deeper queue scales the pool up even "
+        "when utilisation (capped at 100%) cannot say how far over capacity it is.",
+    )
+    queue_query: str | None = Field(
+        None,
+        description="PromQL giving the pool's in-flight requests; default: vlmop's serving gauge, or "
+        "vLLM's running + waiting requests for the language pool on vLLM.",
+    )
 
 
 class Autoscaling(ApiModel):

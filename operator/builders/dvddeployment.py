@@ -5,14 +5,17 @@ gateway reaches the pools by their Services; the API key reaches it only as a se
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from vlmop.operator.api.common import EnvVar, Volume
 from vlmop.operator.api.dvddeployment import DvDDeploymentSpec
+from vlmop.operator.builders import autoscaling
 from vlmop.operator.builders import pool as pools
 from vlmop.operator.builders.common import Manifest
 
 POOLS = ("vision", "language", "gateway")
+NONE: Mapping[str, int] = MappingProxyType({})  # no autoscaler choice yet
 MODEL_MOUNT = "/models"
 
 
@@ -22,7 +25,20 @@ def model_mounts(spec: DvDDeploymentSpec) -> list[Volume]:
     return [Volume(name="model", claim_name=spec.model_claim_name, mount_path=MODEL_MOUNT, read_only=True)]
 
 
-def vision_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Pool:
+def replicas(spec: DvDDeploymentSpec, pool: str, desired: Mapping[str, int]) -> int | None:
+    """The operator's autoscaler's choice (kept in status), else the minimum; None where an HPA or
+    KEDA owns the count."""
+    mode = spec.autoscaling.mode
+    if pool in autoscaling.SCALED and mode in ("keda", "hpa"):
+        return None
+    if pool in desired and mode == "operator":
+        return desired[pool]
+    return max(int(getattr(spec, pool).min_replicas), 1)
+
+
+def vision_pool(
+    owner: Mapping[str, Any], spec: DvDDeploymentSpec, desired: Mapping[str, int] = NONE
+) -> pools.Pool:
     v = spec.vision
     args = ["--model", spec.model, "--port", str(v.port), "--max-tiles", str(v.max_tiles),
             "--batch-size", str(v.batch_size), "--vir-threshold", str(v.vir.threshold),
@@ -35,7 +51,7 @@ def vision_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Pool
         name=f"{owner['metadata']['name']}-vision",
         component="vision",
         placement=v,
-        replicas=max(v.min_replicas, 1),
+        replicas=replicas(spec, "vision", desired),
         gpus=v.gpus_per_replica,
         command=["python", "-m", "vlmop.workloads.serving.vision"],
         args=args,
@@ -44,7 +60,9 @@ def vision_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Pool
     )
 
 
-def language_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Pool:
+def language_pool(
+    owner: Mapping[str, Any], spec: DvDDeploymentSpec, desired: Mapping[str, int] = NONE
+) -> pools.Pool:
     lm = spec.language
     if lm.engine == "vllm":
         command = ["vllm", "serve", spec.model]
@@ -58,7 +76,7 @@ def language_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Po
         name=f"{owner['metadata']['name']}-language",
         component="language",
         placement=lm,
-        replicas=max(lm.min_replicas, 1),
+        replicas=replicas(spec, "language", desired),
         gpus=lm.gpus_per_replica,
         command=command,
         args=[*args, *lm.args],
@@ -94,13 +112,21 @@ def gateway_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Poo
     )
 
 
-def all_pools(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> dict[str, pools.Pool]:
-    return {"vision": vision_pool(owner, spec), "language": language_pool(owner, spec),
+def all_pools(
+    owner: Mapping[str, Any], spec: DvDDeploymentSpec, desired: Mapping[str, int] = NONE
+) -> dict[str, pools.Pool]:
+    return {"vision": vision_pool(owner, spec, desired), "language": language_pool(owner, spec, desired),
             "gateway": gateway_pool(owner, spec)}  # fmt: skip
 
 
-def children(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> list[Manifest]:
+def children(
+    owner: Mapping[str, Any], spec: DvDDeploymentSpec, desired: Mapping[str, int] = NONE
+) -> list[Manifest]:
+    """The pools at `desired` replicas (the operator's autoscaler's, by pool), with a ScaledObject or
+    HPA per scaled pool in the keda and hpa modes."""
     out = []
-    for p in all_pools(owner, spec).values():
+    for name, p in all_pools(owner, spec, desired).items():
         out += [pools.deployment(p), pools.service(p)]
+        scaler = autoscaling.scaler(owner, spec, name, p.name) if name in autoscaling.SCALED else None
+        out += [scaler] if scaler else []
     return out

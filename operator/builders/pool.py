@@ -20,7 +20,7 @@ class Pool:
     name: str  # of the Deployment and the Service
     component: str
     placement: Placement
-    replicas: int
+    replicas: int | None  # None: an HPA (or KEDA) owns the count, the manifest leaves it out
     gpus: int
     command: list[str]  # empty: the image's entry point, with `args`
     args: list[str]
@@ -78,18 +78,19 @@ def deployment(pool: Pool) -> Manifest:
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
     labels = {**selector(pool), "app.kubernetes.io/managed-by": "vlmop"}
-    manifest = {
+    manifest: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": pool.name},
         "spec": {
-            "replicas": pool.replicas,
             "selector": {"matchLabels": selector(pool)},
             # A new replica serves before an old one stops: no request finds the pool empty.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+    if pool.replicas is not None:
+        manifest["spec"]["replicas"] = pool.replicas
     return owned(pool.owner, manifest, pool.component)
 
 

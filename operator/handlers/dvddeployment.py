@@ -1,10 +1,12 @@
-"""DvDDeployment handlers: thin — build the three pools (builders), converge them (kube), fold the
-Deployments' readiness into one status (availability). Reconciles on spec changes and on the resync
+"""DvDDeployment handlers: thin — run the autoscaler when due (mode operator), build the three pools
+at the chosen sizes (builders), converge them (kube), fold the Deployments' readiness into one status
+(availability). Reconciles on spec changes and on the resync
 timer, reading Deployments from the index (a converged tick makes no API call)."""
 
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 import kopf
@@ -12,8 +14,10 @@ import kopf
 from vlmop.operator import availability, kube, metrics
 from vlmop.operator.api import DVDDEPLOYMENT as KIND
 from vlmop.operator.api import GROUP, VERSION, DvDDeploymentSpec
+from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
 from vlmop.operator.builders import pool as pools
+from vlmop.operator.builders.autoscaling import SCALED
 from vlmop.operator.handlers.pretrainjob import RESYNC_SECONDS
 from vlmop.operator.reconcile import reject, spec_errors, write_status
 
@@ -28,6 +32,7 @@ def reconcile(
     logger: kopf.Logger,
     children: kopf.Index[Any, kube.ChildRef],
     deployments: kopf.Index[Any, availability.DeploymentView],
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
     with metrics.reconciling(KIND.kind) as outcome:
@@ -38,16 +43,28 @@ def reconcile(
             return
         spec = DvDDeploymentSpec.model_validate(dict(body["spec"]))
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-        key = (namespace, KIND.kind, name)
-        writes = kube.converge(namespace, build.children(body, spec), children.get(key, []))
-        metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+        key, now = (namespace, KIND.kind, name), datetime.datetime.now(datetime.UTC)
         seen = {d.component: d for d in deployments.get(key, [])}
+        status, events = dict(body.get("status") or {}), []
+        if spec.autoscaling.mode == "operator":
+            state = memo.setdefault("autoscaler", evaluate.State())
+            names = {p: build.all_pools(body, spec)[p].name for p in SCALED}
+            current = {p: seen[p].replicas for p in SCALED if p in seen}
+            events = evaluate.run(spec, namespace, names, current, status, state, time.monotonic(), now)
+        desired = build.children(body, spec, evaluate.desired(spec, status))
+        try:
+            writes = kube.converge(namespace, desired, children.get(key, []))
+            metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+        except kube.MissingAPI as missing:  # KEDA not installed: said in status, rechecked later
+            events.append(("Warning", "AutoscalerMissing", str(missing)))
         status = availability.decide(
             build.POOLS,
             seen,
-            dict(body.get("status") or {}),
+            status,
             body.metadata.get("generation"),
             pools.url(build.gateway_pool(body, spec)),
-            datetime.datetime.now(datetime.UTC),
+            now,
         )
+        for type_, reason, message in events:
+            kopf.event(body, type=type_, reason=reason, message=message)
         write_status(KIND, body, patch, status)

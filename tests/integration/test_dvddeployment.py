@@ -33,6 +33,7 @@ def test_pools_come_up_degrade_and_roll(
     apps = AppsV1Api(cluster.client)
     doc = copy.deepcopy(examples["dvddeployment"])
     doc["metadata"]["name"] = "serve"
+    doc["spec"]["autoscaling"] = {"mode": "disabled"}  # the autoscaler has its own test
     cluster.apply(doc)
     pending = wait_for(DVDDEPLOYMENT, "serve", "the pools to be created", phase="Progressing")
     assert pending["endpoint"] == "http://serve-gateway.default.svc:8080"

@@ -1,0 +1,143 @@
+"""How many replicas each DvD pool should run, as a pure function of what Prometheus says and what
+the policy remembers. Per pool:
+
+1. recommend: HPA's proportional rule on GPU utilisation, desired = ceil(current x value / target),
+   nothing inside the tolerance band; when the pool's own queue signal is given (in-flight requests
+   per replica over its target), the larger of the two, since utilisation saturates at 100% and
+   cannot say how far over capacity a burst is. No (or stale) metric: hold, never scale.
+2. stabilise: scale up to the lowest recommendation of the up-window, down to the highest of the
+   down-window (a dip must last the whole window), so flapping input moves nothing.
+3. couple the pools: demand flows vision → language, so when the vision pool scales up by a factor,
+   the language pool is taken up by the same factor at once instead of one metric lag later
+   (feed-forward); and while the language pool is at its maximum and over target, the vision pool is
+   not scaled up (its output would only queue at the language model).
+4. limit: at most max_step replicas per interval, within [min, max], and nothing during the cool-down
+   after a change.
+
+The state (recommendations, last change) is the caller's to keep; a fresh state counts the current
+replicas as recommended now, so a restarted operator scales down only after a full window."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Bounds:
+    min_replicas: int = 1
+    max_replicas: int = 4
+    target: float = 0.7  # utilisation, 0-1
+    tolerance: float = 0.1
+    up_window: float = 0.0  # seconds
+    down_window: float = 300.0
+    max_step: int = 4
+    cooldown: float = 60.0
+    stale_after: float = 120.0
+    queue_target: float | None = None  # in-flight requests per replica; None: utilisation only
+
+
+@dataclass(frozen=True)
+class Signal:
+    utilisation: float | None  # mean over the pool's pods, 0-1; None when Prometheus has none
+    age: float = 0.0  # seconds since the newest sample
+    in_flight: float | None = None  # requests being served by the whole pool
+
+
+@dataclass
+class Memory:
+    recommendations: list[tuple[float, int]] = field(default_factory=list)  # (time, replicas)
+    last_change: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    current: int
+    desired: int
+    reason: str
+    metric: float | None
+
+    @property
+    def changed(self) -> bool:
+        return self.desired != self.current
+
+
+def recommend(current: int, signal: Signal, bounds: Bounds) -> tuple[int | None, str]:
+    """The unstabilised replica count the signal asks for, or None (hold) with why."""
+    if signal.utilisation is None:
+        return None, "MetricsMissing"
+    if signal.age > bounds.stale_after:
+        return None, "MetricsStale"
+    base = max(current, 1)
+    ratio = signal.utilisation / bounds.target
+    reason = "WithinTolerance"
+    wanted = current
+    if abs(ratio - 1) > bounds.tolerance:
+        wanted, reason = math.ceil(base * ratio), ("AboveTarget" if ratio > 1 else "BelowTarget")
+    if bounds.queue_target and signal.in_flight is not None:
+        queued = math.ceil(signal.in_flight / bounds.queue_target)
+        if queued > wanted:
+            wanted, reason = queued, "QueueAboveTarget"
+    return min(max(wanted, bounds.min_replicas), bounds.max_replicas), reason
+
+
+def stabilise(now: float, current: int, wanted: int, bounds: Bounds, memory: Memory) -> int:
+    if not memory.recommendations:  # a fresh memory: the current count, just before now (down only)
+        memory.recommendations.append((now - 1e-6, current))
+    memory.recommendations.append((now, wanted))
+    horizon = max(bounds.up_window, bounds.down_window)
+    memory.recommendations = [(t, r) for t, r in memory.recommendations if now - t <= horizon]
+    if wanted > current:
+        return max(current, min(r for t, r in memory.recommendations if now - t <= bounds.up_window))
+    if wanted < current:
+        return min(current, max(r for t, r in memory.recommendations if now - t <= bounds.down_window))
+    return current
+
+
+def limit(now: float, current: int, desired: int, bounds: Bounds, memory: Memory) -> tuple[int, str | None]:
+    desired = max(current - bounds.max_step, min(current + bounds.max_step, desired))
+    desired = min(max(desired, bounds.min_replicas), bounds.max_replicas)
+    if desired != current and memory.last_change is not None and now - memory.last_change < bounds.cooldown:
+        return current, "CoolingDown"
+    return desired, None
+
+
+def plan(
+    now: float,
+    current: Mapping[str, int],
+    signals: Mapping[str, Signal],
+    bounds: Mapping[str, Bounds],
+    memory: Mapping[str, Memory],
+    upstream: str = "vision",
+    downstream: str = "language",
+) -> dict[str, Decision]:
+    """One evaluation of every pool in `current`; updates `memory`."""
+    wanted: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for pool, replicas in current.items():
+        recommendation, reasons[pool] = recommend(replicas, signals[pool], bounds[pool])
+        if recommendation is None:  # hold; still no less than the minimum
+            wanted[pool] = max(replicas, bounds[pool].min_replicas)
+            continue
+        wanted[pool] = stabilise(now, replicas, recommendation, bounds[pool], memory[pool])
+    if upstream in current and downstream in current:
+        up, down = current[upstream], current[downstream]
+        if wanted[upstream] > up and up > 0:
+            follow = math.ceil(down * wanted[upstream] / up)
+            if follow > wanted[downstream]:
+                wanted[downstream], reasons[downstream] = follow, f"Follows{upstream.capitalize()}"
+        lm = signals[downstream]
+        saturated = lm.utilisation is not None and lm.utilisation > bounds[downstream].target * (
+            1 + bounds[downstream].tolerance
+        )
+        if wanted[upstream] > up and down >= bounds[downstream].max_replicas and saturated:
+            wanted[upstream], reasons[upstream] = up, f"{downstream.capitalize()}Saturated"
+    out = {}
+    for pool, replicas in current.items():
+        desired, held = limit(now, replicas, wanted[pool], bounds[pool], memory[pool])
+        if desired != replicas:
+            memory[pool].last_change = now
+        metric = signals[pool].utilisation
+        out[pool] = Decision(replicas, desired, held or reasons[pool], metric)
+    return out

@@ -1,0 +1,98 @@
+"""The autoscaling half of a DvDDeployment: each pool's policy bounds (from the spec) for the
+operator's own autoscaler, or, for clusters that prefer them, a KEDA ScaledObject or an
+autoscaling/v2 HorizontalPodAutoscaler per pool with the same target and behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vlmop.operator.api.dvddeployment import DvDDeploymentSpec, PoolScaling
+from vlmop.operator.autoscaler import prometheus
+from vlmop.operator.autoscaler.policy import Bounds
+from vlmop.operator.builders.common import Manifest, owned
+
+SCALED = ("vision", "language")  # the gateway's replicas are fixed by its spec
+
+
+def scaling(spec: DvDDeploymentSpec, pool: str) -> PoolScaling:
+    scaled: PoolScaling = getattr(spec.autoscaling, pool)
+    return scaled
+
+
+def bounds(spec: DvDDeploymentSpec, pool: str) -> Bounds:
+    a, p, s = spec.autoscaling, getattr(spec, pool), scaling(spec, pool)
+    return Bounds(
+        min_replicas=p.min_replicas,
+        max_replicas=p.max_replicas,
+        target=s.target_utilization,
+        tolerance=a.tolerance,
+        up_window=a.scale_up_stabilization_seconds,
+        down_window=a.scale_down_stabilization_seconds,
+        max_step=a.max_step,
+        cooldown=a.cooldown_seconds,
+        stale_after=a.metric_stale_seconds,
+        queue_target=s.queue_target,
+    )
+
+
+def in_flight_query(spec: DvDDeploymentSpec, pool: str) -> str | None:
+    s = scaling(spec, pool)
+    if s.queue_target is None:
+        return None
+    if s.queue_query:
+        return s.queue_query
+    return (
+        prometheus.VLLM_IN_FLIGHT
+        if pool == "language" and spec.language.engine == "vllm"
+        else prometheus.IN_FLIGHT
+    )
+
+
+def behavior(spec: DvDDeploymentSpec) -> dict[str, Any]:
+    a = spec.autoscaling
+    step = [{"type": "Pods", "value": a.max_step, "periodSeconds": a.interval_seconds}]
+    return {
+        "scaleUp": {"stabilizationWindowSeconds": a.scale_up_stabilization_seconds, "policies": step},
+        "scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds, "policies": step},
+    }
+
+
+def scaler(owner: Mapping[str, Any], spec: DvDDeploymentSpec, pool: str, deployment: str) -> Manifest | None:
+    """The KEDA ScaledObject or HPA of a pool, in those modes; None otherwise."""
+    mode, p, s = spec.autoscaling.mode, getattr(spec, pool), scaling(spec, pool)
+    namespace = str(owner["metadata"]["namespace"])
+    if mode == "keda":
+        # KEDA divides the query's value by the threshold: the SUM of utilisation over the pods.
+        total = s.query or 'sum(DCGM_FI_DEV_GPU_UTIL{namespace="$namespace",pod=~"$pool-.*"}) / 100'
+        trigger = {"type": "prometheus", "metadata": {
+            "serverAddress": str(spec.autoscaling.prometheus_url),
+            "query": prometheus.fill(total, namespace, deployment),
+            "threshold": str(s.target_utilization)}}  # fmt: skip
+        body: dict[str, Any] = {
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": deployment},
+            "spec": {"scaleTargetRef": {"name": deployment}, "minReplicaCount": p.min_replicas,
+                     "maxReplicaCount": p.max_replicas, "pollingInterval": spec.autoscaling.interval_seconds,
+                     "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(spec)}},
+                     "triggers": [trigger]},
+        }  # fmt: skip
+    elif mode == "hpa":
+        # DCGM's percent as a Pods metric: what prometheus-adapter serves from the exporter's series.
+        average = str(round(100 * s.target_utilization))
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "DCGM_FI_DEV_GPU_UTIL"},
+                "target": {"type": "AverageValue", "averageValue": average},
+            },
+        }
+        target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}
+        body = {
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": deployment},
+            "spec": {"scaleTargetRef": target, "minReplicas": max(p.min_replicas, 1),
+                     "maxReplicas": p.max_replicas, "metrics": [metric], "behavior": behavior(spec)},
+        }  # fmt: skip
+    else:
+        return None
+    return owned(owner, body, pool)
