@@ -116,3 +116,37 @@ def test_status_follows_the_pools(before: str | None, seen: dict[str, Any], phas
             "replicas": seen["vision"].replicas,
             "readyReplicas": seen["vision"].ready,
         }
+
+
+def test_keda_and_hpa_modes_leave_the_replicas_to_them(examples: dict[str, Any]) -> None:
+    auto = {"prometheusUrl": "http://prom:9090", "scaleDownStabilizationSeconds": 120, "maxStep": 2}
+    keda = children(examples["dvddeployment"], autoscaling={**auto, "mode": "keda"})
+    scaled = keda["ScaledObject/tiny-dvd-vision"]
+    assert "replicas" not in keda["Deployment/tiny-dvd-vision"]["spec"]  # KEDA's HPA owns the count
+    assert keda["Deployment/tiny-dvd-gateway"]["spec"]["replicas"] == 2  # the gateway is not scaled
+    trigger = scaled["spec"]["triggers"][0]
+    assert (
+        trigger["metadata"]["query"]
+        == 'sum(DCGM_FI_DEV_GPU_UTIL{namespace="serve",pod=~"tiny-dvd-vision-.*"}) / 100'
+    )
+    assert (trigger["metadata"]["threshold"], scaled["spec"]["maxReplicaCount"]) == ("0.7", 4)
+    down = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert down["stabilizationWindowSeconds"] == 120 and down["policies"][0]["value"] == 2
+
+    hpa = children(examples["dvddeployment"], autoscaling={**auto, "mode": "hpa"})[
+        "HorizontalPodAutoscaler/tiny-dvd-language"
+    ]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "tiny-dvd-language",
+    }
+    assert hpa["spec"]["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "70"}
+
+    operator = children(examples["dvddeployment"])  # mode operator: replicas from its choice in status
+    assert operator["Deployment/tiny-dvd-vision"]["spec"]["replicas"] == 1
+    spec = DvDDeploymentSpec.model_validate(examples["dvddeployment"]["spec"])
+    doc = {**examples["dvddeployment"], "metadata": {"name": "tiny-dvd", "namespace": "serve", "uid": "u"}}
+    chosen = {f"{m['kind']}/{m['metadata']['name']}": m for m in build.children(doc, spec, {"vision": 3})}
+    assert chosen["Deployment/tiny-dvd-vision"]["spec"]["replicas"] == 3
+    assert not any(k.startswith(("ScaledObject", "HorizontalPodAutoscaler")) for k in chosen)
