@@ -38,6 +38,7 @@ def run(
     namespace: str,
     deployments: Mapping[str, str],  # pool -> Deployment name
     current: Mapping[str, int],  # pool -> the Deployment's replicas now
+    ready: Mapping[str, int],  # pool -> its ready replicas (whose utilisation Prometheus has)
     status: dict[str, Any],
     state: State,
     clock: float,  # monotonic seconds
@@ -53,8 +54,10 @@ def run(
     signals, bounds = {}, {}
     for pool in current:
         scaled = autoscaling.scaling(spec, pool)
-        signals[pool] = prometheus.signal(url, namespace, deployments[pool], scaled.query,
-                                          autoscaling.in_flight_query(spec, pool))  # fmt: skip
+        in_flight = autoscaling.in_flight_query(spec, pool)
+        signals[pool] = prometheus.signal(
+            url, namespace, deployments[pool], scaled.query, in_flight, ready.get(pool)
+        )
         bounds[pool] = autoscaling.bounds(spec, pool)
         state.memory.setdefault(pool, policy.Memory())
     events = []

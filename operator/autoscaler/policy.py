@@ -1,8 +1,9 @@
 """How many replicas each DvD pool should run, as a pure function of what Prometheus says and what
 the policy remembers. Per pool:
 
-1. recommend: HPA's proportional rule on GPU utilisation, desired = ceil(current x value / target),
-   nothing inside the tolerance band; when the pool's own queue signal is given (in-flight requests
+1. recommend: HPA's proportional rule on GPU utilisation, desired = ceil(ready x value / target)
+   (the utilisation is the ready replicas'; starting ones are counted, not multiplied), nothing
+   inside the tolerance band; when the pool's own queue signal is given (in-flight requests
    per replica over its target), the larger of the two, since utilisation saturates at 100% and
    cannot say how far over capacity a burst is. No (or stale) metric: hold, never scale.
 2. stabilise: scale up to the lowest recommendation of the up-window, down to the highest of the
@@ -43,6 +44,7 @@ class Signal:
     utilisation: float | None  # mean over the pool's pods, 0-1; None when Prometheus has none
     age: float = 0.0  # seconds since the newest sample
     in_flight: float | None = None  # requests being served by the whole pool
+    ready: int | None = None  # replicas serving (the utilisation is theirs); None: all of them
 
 
 @dataclass
@@ -69,12 +71,17 @@ def recommend(current: int, signal: Signal, bounds: Bounds) -> tuple[int | None,
         return None, "MetricsMissing"
     if signal.age > bounds.stale_after:
         return None, "MetricsStale"
-    base = max(current, 1)
+    # The utilisation is the ready replicas': replicas still starting add capacity the metric has
+    # not seen yet, so scaling up multiplies the ready ones (no compounding while they start).
+    ready = current if signal.ready is None else min(signal.ready, current)
     ratio = signal.utilisation / bounds.target
     reason = "WithinTolerance"
     wanted = current
     if abs(ratio - 1) > bounds.tolerance:
+        base = max(ready if ratio > 1 else current, 1)
         wanted, reason = math.ceil(base * ratio), ("AboveTarget" if ratio > 1 else "BelowTarget")
+        if ratio > 1 and wanted <= current:
+            wanted, reason = current, "ReplicasStarting"
     if bounds.queue_target and signal.in_flight is not None:
         queued = math.ceil(signal.in_flight / bounds.queue_target)
         if queued > wanted:

@@ -53,10 +53,11 @@ def signal(
     pool: str,
     utilisation_query: str | None = None,
     in_flight_query: str | None = None,
+    ready: int | None = None,
 ) -> Signal:
     value = query(base_url, fill(utilisation_query or UTILISATION, namespace, pool))
     age = 0.0
     if value is not None and utilisation_query is None:
         age = query(base_url, fill(AGE, namespace, pool)) or 0.0
     in_flight = query(base_url, fill(in_flight_query, namespace, pool)) if in_flight_query else None
-    return Signal(value, age, in_flight)
+    return Signal(value, age, in_flight, ready)

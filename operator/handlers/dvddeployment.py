@@ -50,7 +50,10 @@ def reconcile(
             state = memo.setdefault("autoscaler", evaluate.State())
             names = {p: build.all_pools(body, spec)[p].name for p in SCALED}
             current = {p: seen[p].replicas for p in SCALED if p in seen}
-            events = evaluate.run(spec, namespace, names, current, status, state, time.monotonic(), now)
+            ready = {p: seen[p].ready for p in SCALED if p in seen}
+            events = evaluate.run(
+                spec, namespace, names, current, ready, status, state, time.monotonic(), now
+            )
         desired = build.children(body, spec, evaluate.desired(spec, status))
         try:
             writes = kube.converge(namespace, desired, children.get(key, []))

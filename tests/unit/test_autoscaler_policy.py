@@ -99,3 +99,10 @@ def test_vision_does_not_grow_into_a_saturated_language_pool() -> None:
     assert decisions["vision"].desired == 2 and decisions["vision"].reason == "LanguageSaturated"
     relieved = pools(Signal(1.0), Signal(0.95), (2, 4), language_max=8)
     assert relieved["vision"].desired == 4 and relieved["language"].desired == 8
+
+
+def test_replicas_still_starting_are_counted_not_multiplied() -> None:
+    # 4 replicas, 2 ready at 100%: the 2 starting ones bring the capacity the ratio asks for.
+    assert recommend(4, Signal(1.0, ready=2), B) == (4, "ReplicasStarting")
+    assert recommend(4, Signal(1.0, ready=4), B) == (8, "AboveTarget")
+    assert recommend(4, Signal(0.1, ready=2), B) == (1, "BelowTarget")  # idle: unready ones go too
