@@ -45,6 +45,9 @@ def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
     settings.peering.priority = options.priority
     settings.peering.standalone = options.standalone
     settings.peering.mandatory = not options.standalone
+    # No CRD or namespace watching (which needs cluster-wide read of both): the resources present at
+    # start are served; an add-on installed later (KEDA) is picked up on the next restart.
+    settings.scanning.disabled = True
     # Events: warnings and errors from kopf, plus the reasons we post ourselves (InvalidSpec, ...).
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING
