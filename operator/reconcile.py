@@ -40,8 +40,11 @@ def invalid_status(body: Mapping[str, Any], errors: str, at: str) -> status.Stat
 
 
 def write_status(info: KindInfo, body: kopf.Body, patch: kopf.Patch, desired: Mapping[str, Any]) -> bool:
-    """Put the changed top-level status fields into kopf's one patch; False when nothing changed."""
-    changes = status.diff(dict(body.get("status") or {}), desired)
+    """Put the changed top-level status fields into kopf's one patch (with kstatus' conditions);
+    False when nothing changed."""
+    stored = dict(body.get("status") or {})
+    desired = status.with_kstatus(desired, stored, body.get("metadata", {}).get("generation"), status.now())
+    changes = status.diff(stored, desired)
     if changes:
         patch.status.update(changes)
         metrics.STATUS_WRITES.labels(info.kind).inc()

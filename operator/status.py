@@ -41,3 +41,32 @@ def diff(current: Mapping[str, Any], desired: Mapping[str, Any]) -> Status:
     patch: Status = {key: value for key, value in desired.items() if current.get(key) != value}
     patch.update({key: None for key in current if key not in desired})
     return patch
+
+
+# kstatus (Flux, kubectl wait --for, cli-utils) reads these two "abnormal-true" conditions.
+RECONCILING_PHASES = frozenset({"Pending", "Running", "Restarting", "Progressing"})
+STALLED_PHASES = frozenset({"Failed", "Degraded"})
+
+
+def with_kstatus(
+    desired: Mapping[str, Any], stored: Mapping[str, Any], generation: int | None, at: str
+) -> Status:
+    """`desired` plus Reconciling (work still under way) and Stalled (failed or degraded, needing a
+    person), derived from its phase and merged with the `stored` ones (so their times move only when
+    they flip), so kstatus reads InProgress, Failed or Current."""
+    phase = desired.get("phase")
+    why = next((c.get("message", "") for c in desired.get("conditions", [])
+                if c["type"] in ("Failed", "Degraded") and c["status"] == "True"), "")  # fmt: skip
+    updates = [
+        condition("Reconciling", phase in RECONCILING_PHASES, str(phase or "Unknown")),
+        condition(
+            "Stalled",
+            phase in STALLED_PHASES,
+            str(phase or "Unknown"),
+            why if phase in STALLED_PHASES else "",
+        ),
+    ]
+    kinds = {u["type"] for u in updates}
+    before = [c for c in stored.get("conditions", []) if c["type"] in kinds]
+    own = [c for c in desired.get("conditions", []) if c["type"] not in kinds]
+    return {**desired, "conditions": own + merge_conditions(before, updates, generation, at)}

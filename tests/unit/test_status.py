@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vlmop.operator import status
 from vlmop.operator.reconcile import invalid_status
 
@@ -52,3 +54,21 @@ def test_invalid_spec_fails_with_reason() -> None:
         "InvalidSpec",
         "spec.x: bad",
     )
+
+
+@pytest.mark.parametrize(
+    ("phase", "reconciling", "stalled"),
+    [("Pending", "True", "False"), ("Running", "True", "False"), ("Progressing", "True", "False"),
+     ("Succeeded", "False", "False"), ("Ready", "False", "False"), ("Suspended", "False", "False"),
+     ("Failed", "False", "True"), ("Degraded", "False", "True")],
+)  # fmt: skip
+def test_kstatus_reads_every_phase(phase: str, reconciling: str, stalled: str) -> None:
+    failed = [status.condition("Failed", phase == "Failed", "X", "boom" if phase == "Failed" else "")]
+    desired = {"phase": phase, "conditions": status.merge_conditions([], failed, 1, "T0")}
+    first = status.with_kstatus(desired, {}, 1, "T1")
+    got = {c["type"]: c for c in first["conditions"]}
+    assert (got["Reconciling"]["status"], got["Stalled"]["status"]) == (reconciling, stalled)
+    if phase == "Failed":
+        assert got["Stalled"]["message"] == "boom"
+    # The next reconcile (desired computed afresh, without them) changes nothing: no status write.
+    assert status.diff(first, status.with_kstatus(desired, first, 1, "T2")) == {}
