@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -75,6 +76,13 @@ def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
     running = wait_for(CASCADERLJOB, "crl", "gspo's figures", phase="Running", policyVersion=6)
     assert running["meanRewardBySource"] == {"gsm8k": 0.25, "bootcamp-24": 0.5}
     assert running["clipFraction"] == 0.02 and running["progress"] == "gspo: 6/20 steps (30%)"
+
+    # Converged: resync ticks read the indexes and rank 0's endpoint, and write nothing.
+    time.sleep(1)
+    before = len(cluster.server.api._requests)
+    time.sleep(3)  # six resyncs at --resync-seconds 0.5
+    writes = [r for r in cluster.server.api._requests[before:] if r.method.value != "GET"]
+    assert not writes, [(r.method, str(r.url)) for r in writes]
 
     progress_server.close()
     kubelet.set(gspo, "Succeeded", '{"step": 20, "totalSteps": 20, "policyVersion": 20}')

@@ -6,6 +6,7 @@ a pool loses every replica, and a spec change rolls the pool it touches (and onl
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 from kubernetes.client import AppsV1Api
@@ -50,6 +51,14 @@ def test_pools_come_up_degrade_and_roll(
     assert ready["vision"] == {"replicas": 1, "readyReplicas": 1} and ready["gateway"]["readyReplicas"] == 2
     assert {c["type"]: c["status"] for c in ready["conditions"]}["Ready"] == "True"
     assert ready["progress"] == "3/3 pools ready"
+    reconciling = {c["type"]: c["status"] for c in ready["conditions"]}
+    assert (reconciling["Reconciling"], reconciling["Stalled"]) == ("False", "False")  # kstatus: Current
+
+    # Converged: resync ticks read the indexes only, and write nothing.
+    before = len(cluster.server.api._requests)
+    time.sleep(3)
+    writes = [r for r in cluster.server.api._requests[before:] if r.method.value != "GET"]
+    assert not writes, [(r.method, str(r.url)) for r in writes]
 
     set_ready(apps, "serve-language", 0)
     degraded = wait_for(DVDDEPLOYMENT, "serve", "the language pool to go", phase="Degraded")
