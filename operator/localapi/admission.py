@@ -86,6 +86,26 @@ def _at(obj: Any, field: str) -> Any:
     return obj
 
 
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _out_of_int64(obj: Any, path: str) -> Iterator[Cause]:
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, int) and not INT64[0] <= obj <= INT64[1]:
+        yield {
+            "reason": "FieldValueInvalid",
+            "field": path,
+            "message": f"Invalid value: {obj}: out of int64 range",
+        }
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _out_of_int64(value, _join(path, str(key)))
+    elif isinstance(obj, list):
+        for index, value in enumerate(obj):
+            yield from _out_of_int64(value, _join(path, index))
+
+
 def _as_schema(value: Any) -> Schema | None:
     return value if isinstance(value, dict) else None
 
@@ -108,8 +128,10 @@ class StructuralSchema:
         does, so objects stored under an older schema can still be labelled and given status."""
         prune(obj, self.schema)
         default(obj, self.schema)
-        causes = [self._schema_cause(e) for e in self._validator.iter_errors(obj)]
-        causes += list(self._cel_causes(obj, self.schema, ""))
+        causes = list(_out_of_int64(obj, ""))  # what kube-apiserver cannot even decode
+        causes += [self._schema_cause(e) for e in self._validator.iter_errors(obj)]
+        if not causes:  # CEL sees only well-typed objects (its int64 cannot hold the rest)
+            causes += list(self._cel_causes(obj, self.schema, ""))
         if root is not None:
             causes = [c for c in causes if c["field"] == root or c["field"].startswith(root + ".")]
         if old is not None:
