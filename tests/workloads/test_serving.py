@@ -7,6 +7,7 @@ unauthorised requests get 4xx and every server keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -78,7 +79,7 @@ async def client(
         front = gateway.Gateway(
             gateway.VisionClient(session, str(v.make_url(""))),
             gateway.LanguageClient(session, str(lm.make_url(""))),
-            gateway.GatewaySettings(limits=LIMITS, max_images=2, api_key="sk-test"),
+            gateway.GatewaySettings(limits=LIMITS, max_images=2, api_key="sk-test", read_timeout=0.5),
         )
         async with TestClient(TestServer(front.app()), headers={"Authorization": "Bearer sk-test"}) as c:
             yield c
@@ -189,3 +190,27 @@ async def test_auth_and_the_pools_own_refusals(
     assert (await v.post("/v1/encode", data=flat())).status == 200
     metrics = await (await v.get("/metrics")).text()
     assert 'vlmop_serving_requests_total{code="400",component="vision"}' in metrics
+
+
+async def test_a_slow_body_gets_408_and_the_gateway_keeps_serving(client: TestClient[Any, Any]) -> None:
+    """Headers in, then the body trickles: the gateway answers 408 after its read timeout (0.5 s here)
+    instead of holding the handler."""
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer sk-test\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")  # fmt: skip
+    writer.write(head.encode())
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    assert (await client.post("/v1/chat/completions", json=ask(flat()))).status == 200
+
+
+async def test_concurrent_clients_get_no_error(client: TestClient[Any, Any]) -> None:
+    """A small load test on loopback: 32 requests at once, half streaming; every one succeeds."""
+    bodies = [ask(detailed() if i % 2 else flat(), stream=i % 4 < 2) for i in range(32)]
+    replies = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for body in bodies))
+    assert [r.status for r in replies] == [200] * 32
+    for reply in replies:
+        await reply.read()

@@ -33,7 +33,7 @@ import aiohttp
 import torch
 from aiohttp import web
 
-from vlmop.workloads.serving import images
+from vlmop.workloads.serving import http, images
 from vlmop.workloads.serving.features import MEDIA_TYPE, Features
 from vlmop.workloads.serving.language import Chat, RequestError, parse_chat, respond
 from vlmop.workloads.serving.metrics import Metrics, metrics_handler
@@ -60,6 +60,7 @@ class GatewaySettings:
     request_timeout: float = 120.0
     allow_remote_images: bool = False
     api_key: str | None = None
+    read_timeout: float = http.READ_TIMEOUT  # for a request's body, once its headers are in
 
 
 class VisionClient:
@@ -212,10 +213,14 @@ class Gateway:
             with self.metrics.in_flight.track_inprogress():
                 try:
                     async with asyncio.timeout(self.settings.request_timeout):
-                        chat, stream = await self.chat(await _json(request))
+                        chat, stream = await self.chat(
+                            await http.json_body(request, self.settings.read_timeout)
+                        )
                         return await respond(request, chat, stream, self.language.stream(chat), self.metrics)
                 except RequestError as error:
                     raise self._fail(web.HTTPBadRequest(text=str(error))) from None
+                except (web.HTTPBadRequest, web.HTTPRequestTimeout) as error:  # the body: not JSON, too slow
+                    raise self._fail(error) from None
                 except images.ImageError as error:
                     raise self._fail(error.http()) from None
                 except PoolError as error:
@@ -243,13 +248,6 @@ class Gateway:
     def _fail(self, error: web.HTTPException) -> web.HTTPException:
         self.metrics.count(error.status)
         return error
-
-
-async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise RequestError("the body is not JSON") from None
 
 
 async def serve(args: argparse.Namespace) -> None:

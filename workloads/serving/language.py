@@ -31,6 +31,7 @@ import torch
 from aiohttp import web
 
 from vlmop.workloads.pretrain.data import Tokenizer, tokenizer_for
+from vlmop.workloads.serving import http
 from vlmop.workloads.serving.features import Features
 from vlmop.workloads.serving.metrics import Metrics, metrics_handler
 from vlmop.workloads.serving.model import load_language
@@ -242,13 +243,13 @@ async def _event(response: web.StreamResponse, payload: dict[str, Any]) -> None:
     await response.write(f"data: {json.dumps(payload)}\n\n".encode())
 
 
-def app(service: LanguageService) -> web.Application:
+def app(service: LanguageService, read_timeout: float = http.READ_TIMEOUT) -> web.Application:
     async def chat_completions(request: web.Request) -> web.StreamResponse:
+        body = await http.json_body(request, read_timeout)  # 400 not JSON, 408 too slow
         try:
-            body = await request.json()
             chat = parse_chat(body)
             service.check(chat)
-        except (ValueError, RequestError) as error:  # JSONDecodeError is a ValueError
+        except RequestError as error:
             service.metrics.count(400)
             raise web.HTTPBadRequest(text=str(error)) from None
         with service.metrics.in_flight.track_inprogress():

@@ -29,7 +29,7 @@ import torch
 from aiohttp import web
 
 from vlmop.kernels import compress_tiles
-from vlmop.workloads.serving import images
+from vlmop.workloads.serving import http, images
 from vlmop.workloads.serving.features import MEDIA_TYPE, Features
 from vlmop.workloads.serving.metrics import Metrics, metrics_handler
 from vlmop.workloads.serving.model import VisionParts
@@ -56,6 +56,7 @@ class VisionSettings:
     vir: bool = True
     vir_threshold: float = 0.5
     limits: images.Limits = field(default_factory=images.Limits)
+    read_timeout: float = http.READ_TIMEOUT  # for a request's body, once its headers are in
 
 
 class VisionService:
@@ -136,7 +137,7 @@ def app(service: VisionService) -> web.Application:
     async def encode(request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
-            data = await request.read()
+            data = await http.body(request, service.settings.read_timeout)
             features = await service.encode(data)
         except web.HTTPRequestEntityTooLarge:
             service.metrics.count(413)
