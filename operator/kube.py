@@ -5,12 +5,14 @@ Reads come from kopf indexes (handlers/children.py), so a converged reconcile ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import kopf
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
@@ -155,6 +157,27 @@ def converge(
                 create(manifest)
         writes += 1
     return writes
+
+
+# Statuses worth another try soon: conflicts, throttling, server errors.
+TRANSIENT = frozenset({409, 429, 500, 502, 503, 504})
+
+
+@contextlib.contextmanager
+def retrying(retry: int) -> Iterator[None]:
+    """A transient API error becomes kopf's TemporaryError: the reconcile runs again after the
+    server's Retry-After, else after 1, 2, 4 ... 60 s by the handler's retry count (kopf's own default
+    for an unexpected error would wait a minute). Anything else propagates."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status not in TRANSIENT:
+            raise
+        after = (error.headers or {}).get("Retry-After") if error.status == 429 else None
+        delay = float(after) if after and after.isdigit() else float(min(60, 2**retry))
+        raise kopf.TemporaryError(
+            f"API {error.status} ({error.reason}); again in {delay:g} s", delay=delay
+        ) from error
 
 
 def delete_owner(owner: Mapping[str, Any], plural: str) -> None:

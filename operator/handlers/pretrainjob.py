@@ -30,12 +30,13 @@ def reconcile(
     body: kopf.Body,
     patch: kopf.Patch,
     logger: kopf.Logger,
+    retry: int,
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
     **_: Any,
 ) -> None:
-    with metrics.reconciling(KIND.kind) as outcome:
+    with metrics.reconciling(KIND.kind) as outcome, kube.retrying(retry):
         errors = spec_errors(KIND, body.get("spec") or {})
         if errors:
             outcome.result = "invalid"

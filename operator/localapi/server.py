@@ -48,6 +48,31 @@ def _error(status: int, reason: str, message: str, **details: Any) -> kmock.Kube
 
 
 @attrs.define(kw_only=True)
+class Fault:
+    """A fault the server injects into the next `times` matching requests, before serving them (a
+    refused write changes nothing): an error status (409 conflict, 429 with Retry-After, 500, 503),
+    or, on a watch, `status` 410 (an ERROR event: resourceVersion expired) or 0 (the stream drops)."""
+
+    status: int
+    method: str | None = None  # GET, POST, PATCH, DELETE; None: any
+    plural: str | None = None  # e.g. "jobs"; None: any resource
+    subresource: str | None = None  # e.g. "status"
+    watch: bool = False
+    times: int = 1
+    retry_after: int | None = None
+
+    def matches(self, request: rendering.Request) -> bool:
+        resource = request.resource
+        return (
+            self.times > 0
+            and (self.method is None or request.method.value == self.method)
+            and (self.plural is None or (resource is not None and resource.plural == self.plural))
+            and (self.subresource is None or request.subresource == self.subresource)
+            and (request.action == kmock.action.WATCH) == self.watch
+        )
+
+
+@attrs.define(kw_only=True)
 class LocalAPIServer(kmock.KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     _schemas: dict[references.resource, StructuralSchema] = attrs.field(factory=dict, init=False)
@@ -62,6 +87,8 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     _builtin_reactions: int = attrs.field(default=0, init=False)
     # Where the local kubelet writes each pod's output (<dir>/<pod>/log): serves GET pods/<name>/log.
     pod_logs: Path | None = attrs.field(default=None, init=False)
+    # Faults to inject (tests of retries and recovery); each is used up after `times` requests.
+    faults: list[Fault] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -73,6 +100,10 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     # ---- routing -------------------------------------------------------------------------------
 
     async def _handle(self, request: rendering.Request) -> Any:
+        fault = next((f for f in self.faults if f.matches(request)), None)
+        if fault is not None:
+            fault.times -= 1
+            return await self._inject(fault)(request)
         if (
             request.subresource == "log"
             and request.resource is not None
@@ -90,6 +121,25 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             return await apps.RawHandler._handle(self, request)
         finally:
             self._answers.pop(request.id, None)
+
+    @staticmethod
+    def _inject(fault: Fault) -> rendering.Response:
+        if fault.watch:
+
+            async def stream() -> AsyncIterator[rendering.Payload]:
+                yield b""
+                if fault.status == 410:
+                    gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                            "reason": "Expired", "message": "too old resource version"}  # fmt: skip
+                    yield {"type": "ERROR", "object": gone}
+                # status 0: the stream just ends, as a dropped connection does
+
+            return rendering.Response(payload=stream())
+        reasons = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+        body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": fault.status,
+                "reason": reasons.get(fault.status, "Unknown"), "message": "injected fault"}  # fmt: skip
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+        return rendering.Response(status=fault.status, payload=body, headers=headers)
 
     def _pod_log(self, request: rendering.Request) -> str:
         """The whole log so far (follow=true is not streamed: the reply ends at the current end)."""
