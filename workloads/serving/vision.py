@@ -72,14 +72,19 @@ class VisionService:
 
     async def encode(self, data: bytes) -> Features:
         """One image's features; ImageError for a bad image."""
-        image = await asyncio.to_thread(images.open_checked, data, self.settings.limits)
-        raw = images.tiles(image, self.parts.tile_size, self.settings.max_tiles)
+        pixels, rates = await asyncio.to_thread(self._prepare, data)  # decoding and resizing: off the loop
         if self.queue is None:
             self.queue = asyncio.Queue()
             self._batcher = asyncio.create_task(self._batches())
         done: asyncio.Future[Features] = asyncio.get_running_loop().create_future()
-        await self.queue.put((images.normalise(raw), self.rates(raw), done))
+        await self.queue.put((pixels, rates, done))
         return await done
+
+    def _prepare(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image's normalised tiles and each tile's compression rate."""
+        image = images.open_checked(data, self.settings.limits)
+        raw = images.tiles(image, self.parts.tile_size, self.settings.max_tiles)
+        return images.normalise(raw), self.rates(raw)
 
     def rates(self, raw: torch.Tensor) -> torch.Tensor:
         """2 (1/4 of the tokens) or 4 (1/16) per tile; all 2 without ViR."""
