@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from hypothesis import strategies as st
 from vlmop.operator import availability, cascade, crdgen, lifecycle
 from vlmop.operator.api import KINDS, CascadeRLJobSpec, DvDDeploymentSpec, PretrainJobSpec
 from vlmop.operator.builders import cascaderljob, dvddeployment, pretrainjob
+from vlmop.operator.builders.common import COMPONENT, MANAGED_BY, OWNER_KIND, OWNER_NAME
+from vlmop.operator.builders.gang import ATTEMPT, QUEUE_LABEL
 from vlmop.operator.localapi.admission import StructuralSchema
 from vlmop.operator.reconcile import spec_errors
 
@@ -150,3 +153,37 @@ def test_names_that_cannot_fit_the_children_are_refused(kind: str, name: str) ->
     causes = SCHEMAS[kind].admit(doc)
     if len(name) > INFO[kind].max_name_length:
         assert any(c["field"] == "metadata.name" for c in causes), causes
+
+
+OURS = {MANAGED_BY, OWNER_KIND, OWNER_NAME, COMPONENT, ATTEMPT, QUEUE_LABEL}
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@FAST
+@given(
+    st.sampled_from(sorted(EXAMPLES)),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=40).filter(
+        lambda n: n[0].isalpha() and n[-1].isalnum()
+    ),
+    st.dictionaries(st.text(max_size=80), st.text(max_size=300), max_size=4),
+)
+def test_strange_labels_and_annotations_leave_the_children_valid(
+    kind: str, name: str, strange: dict[str, str]
+) -> None:
+    """The user's own labels and annotations, whatever they hold, never reach the children: the
+    children's labels are built from the (admitted) name only, and stay valid label values."""
+    doc = example(kind)
+    doc["metadata"].update(name=name, labels=dict(strange), annotations=dict(strange))
+    assert SCHEMAS[kind].admit(doc) == []
+    owner = {**doc, "metadata": {**doc["metadata"], "namespace": "ns", "uid": "u"}}
+    if kind == "PretrainJob":
+        built = pretrainjob.children(owner, PretrainJobSpec.model_validate(doc["spec"]), 0, True)
+    elif kind == "CascadeRLJob":
+        built = cascaderljob.children(owner, CascadeRLJobSpec.model_validate(doc["spec"]), 1, 0, True)
+    else:
+        built = dvddeployment.children(owner, DvDDeploymentSpec.model_validate(doc["spec"]))
+    for child in built:
+        labels = child["metadata"]["labels"]
+        assert all(LABEL_VALUE.match(v) and len(v) <= 63 for v in labels.values()), labels
+        assert set(labels) <= OURS  # nothing of the user's labels
+        assert len(child["metadata"]["name"]) <= 63

@@ -35,3 +35,22 @@ def test_features_round_trip_and_refuse_junk() -> None:
         Features.from_bytes(mismatched)
     with pytest.raises(ValueError, match="base64"):
         Features.from_base64("@@")
+
+
+def test_the_vllm_protocol_sends_image_embeds() -> None:
+    """What the gateway sends `vllm serve --enable-mm-embeds`: each image as an image_embeds part (the
+    tokens, torch.save'd and base64-encoded). Read back here only, from our own bytes."""
+    import base64
+    import io
+
+    from vlmop.workloads.serving.gateway import LanguageClient
+    from vlmop.workloads.serving.language import parse_chat
+
+    features = Features(torch.randn(20, 8), [16, 4])
+    content = [{"type": "image_features", "image_features": features}, {"type": "text", "text": "what?"}]
+    chat = parse_chat({"messages": [{"role": "user", "content": content}], "max_tokens": 5})
+    body = LanguageClient(None, "http://lm:8000", protocol="vllm").body(chat)  # type: ignore[arg-type]
+    image, text = body["messages"][0]["content"]
+    assert image["type"] == "image_embeds" and text == {"type": "text", "text": "what?"}
+    sent = torch.load(io.BytesIO(base64.b64decode(image["image_embeds"])), weights_only=True)
+    assert torch.equal(sent, features.tokens) and body["stream"] is True and body["max_tokens"] == 5
