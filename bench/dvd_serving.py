@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
-from vlmop.operator.localapi.cluster import free_port
+from vlmop.operator.localapi.cluster import free_port, wait_ready
 from vlmop.workloads.serving.model import save_tiny, small_config, tiny_config
 
 
@@ -53,19 +52,6 @@ def start(module: str, args: list[str], threads: int, log: Path) -> subprocess.P
     env.pop("TRITON_INTERPRET", None)
     return subprocess.Popen([sys.executable, "-m", f"vlmop.workloads.serving.{module}", *args], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def wait_healthy(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text()[-2000:])
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"port {port} never became healthy")
 
 
 async def load(url: str, body: dict[str, Any], concurrency: int, requests: int) -> tuple[float, list[float]]:
@@ -133,7 +119,7 @@ def main() -> None:
                     log = work / f"{module}.log"
                     processes.append(start(module, ["--model", str(model), "--port", str(port), *extra],
                                            args.threads, log))  # fmt: skip
-                    wait_healthy(port, processes[-1], log)
+                    wait_ready(f"http://127.0.0.1:{port}/health", processes[-1], log, 120)
                 pools = [
                     "--vision-url",
                     f"http://127.0.0.1:{vision}",
@@ -145,7 +131,7 @@ def main() -> None:
                 pools, threads = ["--coupled", str(model)], args.threads
             log = work / f"gateway-{mode}.log"
             processes.append(start("gateway", [*pools, "--port", str(gateway)], threads, log))
-            wait_healthy(gateway, processes[-1], log)
+            wait_ready(f"http://127.0.0.1:{gateway}/health", processes[-1], log, 120)
             for concurrency in args.concurrency:
                 url = f"http://127.0.0.1:{gateway}/v1/chat/completions"
                 elapsed, latencies = asyncio.run(load(url, body, concurrency, args.requests))

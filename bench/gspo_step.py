@@ -15,14 +15,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
-from vlmop.operator.localapi.cluster import free_port
+from vlmop.operator.localapi.cluster import free_port, wait_ready
 
 PHASES = ("rollout", "reward", "update", "publish")
 
@@ -49,12 +47,7 @@ def main() -> None:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(f"{url}/health", timeout=1).close()  # noqa: S310 (loopback)
-                    break
-                except OSError:
-                    time.sleep(0.3)
+            wait_ready(f"{url}/health", server)
             command = [
                 sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.ranks}",
                 "--master-port", str(free_port()), "-m", "vlmop.workloads.rl.gspo", "--rollout-url", url,

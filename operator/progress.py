@@ -61,6 +61,13 @@ def read(ip: str, port: int, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
+def of_rank0(phase: str, ip: str | None, message: str, port: int) -> dict[str, Any] | None:
+    """Rank 0's progress: live from /progress while it runs, else from its termination message."""
+    if phase == "Running" and ip:
+        return read(ip, port)
+    return parse(message) if message else None
+
+
 def summary(progress: Mapping[str, Any]) -> str | None:
     """The short printer-column text, e.g. `120/200 steps (60%)`."""
     step, total = progress.get("step"), progress.get("totalSteps")

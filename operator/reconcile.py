@@ -7,24 +7,46 @@ Failed/InvalidSpec plus a Warning Event, never an exception loop."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 import pydantic
 
 from vlmop.operator import metrics, status
 from vlmop.operator.api import KindInfo
+from vlmop.operator.api.common import ApiModel
+
+SpecT = TypeVar("SpecT", bound=ApiModel)
 
 
 def spec_errors(info: KindInfo, spec: Mapping[str, Any]) -> str | None:
     """None when the spec parses; otherwise one line naming each bad field (spec.a.b: why)."""
+    return _parse(info.spec, spec)[1]
+
+
+def _parse(model: type[SpecT], spec: Mapping[str, Any]) -> tuple[SpecT | None, str | None]:
     try:
-        info.spec.model_validate(dict(spec))
+        return model.model_validate(dict(spec)), None
     except pydantic.ValidationError as error:
-        return "; ".join(
+        return None, "; ".join(
             "spec." + ".".join(str(part) for part in e["loc"]) + f": {e['msg']}" for e in error.errors()
         )
-    return None
+
+
+def parse_spec(
+    info: KindInfo,
+    model: type[SpecT],
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: Any,
+    outcome: metrics.Outcome,
+) -> SpecT | None:
+    """The typed spec (parsed once); None after marking the object Failed/InvalidSpec instead."""
+    spec, errors = _parse(model, body.get("spec") or {})
+    if errors:
+        outcome.result = "invalid"
+        reject(info, body, patch, errors, logger)
+    return spec
 
 
 def invalid_status(body: Mapping[str, Any], errors: str, at: str) -> status.Status:

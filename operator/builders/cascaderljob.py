@@ -216,6 +216,10 @@ def program(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int) -> lis
     return out
 
 
+def stage_job(owner: Mapping[str, Any], index: int, attempt: int) -> str:
+    return gangs.job_name(str(owner["metadata"]["name"]), attempt, f"s{index}")
+
+
 def stage_gang(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int, attempt: int) -> gangs.Gang:
     stage = spec.stages[index]
     return gangs.Gang(
@@ -233,11 +237,9 @@ def stage_gang(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int, att
     )
 
 
-def finished_jobs(
-    owner: Mapping[str, Any], spec: CascadeRLJobSpec, done: Sequence[tuple[int, int]]
-) -> set[str]:
+def finished_jobs(owner: Mapping[str, Any], done: Sequence[tuple[int, int]]) -> set[str]:
     """Names of the Jobs of finished stages ((index, last attempt)): left as they are, for their logs."""
-    return {stage_gang(owner, spec, i, attempt).job for i, attempt in done}
+    return {stage_job(owner, i, attempt) for i, attempt in done}
 
 
 def children(

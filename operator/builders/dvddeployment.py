@@ -19,6 +19,18 @@ NONE: Mapping[str, int] = MappingProxyType({})  # no autoscaler choice yet
 MODEL_MOUNT = "/models"
 
 
+def pool_name(owner: Mapping[str, Any], pool: str) -> str:
+    """The Deployment and Service of a pool: <name>-vision, -language, -gateway."""
+    return f"{owner['metadata']['name']}-{pool}"
+
+
+def endpoint(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> str:
+    """The gateway's in-cluster URL (status.endpoint)."""
+    return pools.service_url(
+        pool_name(owner, "gateway"), str(owner["metadata"]["namespace"]), spec.gateway.port
+    )
+
+
 def model_mounts(spec: DvDDeploymentSpec) -> list[Volume]:
     if not spec.model_claim_name:
         return []
@@ -48,7 +60,7 @@ def vision_pool(
         args.append("--no-vir")
     return pools.Pool(
         owner=owner,
-        name=f"{owner['metadata']['name']}-vision",
+        name=pool_name(owner, "vision"),
         component="vision",
         placement=v,
         replicas=replicas(spec, "vision", desired),
@@ -73,7 +85,7 @@ def language_pool(
         args = ["--model", spec.model, "--port", str(lm.port)]
     return pools.Pool(
         owner=owner,
-        name=f"{owner['metadata']['name']}-language",
+        name=pool_name(owner, "language"),
         component="language",
         placement=lm,
         replicas=replicas(spec, "language", desired),
@@ -101,7 +113,7 @@ def gateway_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Poo
         placement = g.model_copy(update={"env": [*g.env, key]})
     return pools.Pool(
         owner=owner,
-        name=f"{owner['metadata']['name']}-gateway",
+        name=pool_name(owner, "gateway"),
         component="gateway",
         placement=placement,
         replicas=g.replicas,

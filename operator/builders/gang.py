@@ -50,11 +50,16 @@ class Gang:
 
     @property
     def job(self) -> str:
-        return f"{self.name}-{self.group}-r{self.attempt}" if self.group else f"{self.name}-r{self.attempt}"
+        return job_name(self.name, self.attempt, self.group)
 
     @property
     def master_addr(self) -> str:
         return f"{self.job}-0.{self.service}.{self.owner['metadata']['namespace']}.svc"
+
+
+def job_name(owner: str, attempt: int, group: str | None = None) -> str:
+    """The attempt's Job: <owner>[-<group>]-r<attempt> (also what the indexes are looked up by)."""
+    return f"{owner}-{group}-r{attempt}" if group else f"{owner}-r{attempt}"
 
 
 def headless_service(gang: Gang) -> Manifest:

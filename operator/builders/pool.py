@@ -106,4 +106,8 @@ def service(pool: Pool) -> Manifest:
 
 
 def url(pool: Pool) -> str:
-    return f"http://{pool.name}.{pool.owner['metadata']['namespace']}.svc:{pool.port}"
+    return service_url(pool.name, str(pool.owner["metadata"]["namespace"]), pool.port)
+
+
+def service_url(name: str, namespace: str, port: int) -> str:
+    return f"http://{name}.{namespace}.svc:{port}"

@@ -14,11 +14,10 @@ from vlmop.operator.api import CASCADERLJOB as KIND
 from vlmop.operator.api import GROUP, VERSION, CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
 from vlmop.operator.handlers.pretrainjob import RESYNC_SECONDS
-from vlmop.operator.reconcile import reject, spec_errors, write_status
+from vlmop.operator.reconcile import parse_spec, write_status
 
 ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
-JOB_KEYS = {"meanRewardBySource": "meanRewardBySource", "clipFraction": "clipFraction",
-            "policyVersion": "policyVersion"}  # fmt: skip
+JOB_KEYS = ("meanRewardBySource", "clipFraction", "policyVersion")  # status fields as rank 0 names them
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
@@ -36,12 +35,9 @@ def reconcile(
     **_: Any,
 ) -> None:
     with metrics.reconciling(KIND.kind) as outcome, kube.retrying(retry):
-        errors = spec_errors(KIND, body.get("spec") or {})
-        if errors:
-            outcome.result = "invalid"
-            reject(KIND, body, patch, errors, logger)
+        spec = parse_spec(KIND, CascadeRLJobSpec, body, patch, logger, outcome)
+        if spec is None:
             return
-        spec = CascadeRLJobSpec.model_validate(dict(body["spec"]))
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
         key = (namespace, KIND.kind, name)
         current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
@@ -50,7 +46,7 @@ def reconcile(
             spec=spec,
             status=current,
             generation=body.metadata.get("generation"),
-            job_of=lambda i, attempt: jobs.get(build.stage_gang(body, spec, i, attempt).job),
+            job_of=lambda i, attempt: jobs.get(build.stage_job(body, i, attempt)),
             pods=list(worker_pods.get(key, [])),
             now=at,
             export_of=lambda i: build.export_dir(spec, spec.stages[i]),
@@ -60,7 +56,7 @@ def reconcile(
             kube.delete_owner(body, KIND.plural)
             return
         desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
-        keep = build.finished_jobs(body, spec, decision.finished)
+        keep = build.finished_jobs(body, decision.finished)
         try:
             writes = kube.converge(namespace, desired, children.get(key, []), keep)
             metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
@@ -80,10 +76,7 @@ def report(decision: cascade.Decision, port: int) -> None:
     rank0 = decision.rank0
     if rank0 is None or decision.reported is None:
         return
-    if rank0.phase == "Running" and rank0.ip:
-        found = progress.read(rank0.ip, port)
-    else:
-        found = progress.parse(rank0.message) if rank0.message else None
+    found = progress.of_rank0(rank0.phase, rank0.ip, rank0.message, port)
     if not found:
         return
     status = decision.status
@@ -91,6 +84,6 @@ def report(decision: cascade.Decision, port: int) -> None:
     for key, name in ROW_KEYS.items():  # a succeeded stage's checkpoint is its exported model
         if key in found and not (name == "checkpoint" and row["phase"] == "Succeeded"):
             row[name] = found[key]
-    status.update({JOB_KEYS[k]: v for k, v in found.items() if k in JOB_KEYS})
+    status.update({k: v for k, v in found.items() if k in JOB_KEYS})
     summary = progress.summary(row)
     status["progress"] = f"{row['name']}: {summary}" if summary else status.get("progress")

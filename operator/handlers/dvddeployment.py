@@ -16,10 +16,9 @@ from vlmop.operator.api import DVDDEPLOYMENT as KIND
 from vlmop.operator.api import GROUP, VERSION, DvDDeploymentSpec
 from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
-from vlmop.operator.builders import pool as pools
 from vlmop.operator.builders.autoscaling import SCALED
 from vlmop.operator.handlers.pretrainjob import RESYNC_SECONDS
-from vlmop.operator.reconcile import reject, spec_errors, write_status
+from vlmop.operator.reconcile import parse_spec, write_status
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
@@ -37,19 +36,16 @@ def reconcile(
     **_: Any,
 ) -> None:
     with metrics.reconciling(KIND.kind) as outcome, kube.retrying(retry):
-        errors = spec_errors(KIND, body.get("spec") or {})
-        if errors:
-            outcome.result = "invalid"
-            reject(KIND, body, patch, errors, logger)
+        spec = parse_spec(KIND, DvDDeploymentSpec, body, patch, logger, outcome)
+        if spec is None:
             return
-        spec = DvDDeploymentSpec.model_validate(dict(body["spec"]))
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
         key, now = (namespace, KIND.kind, name), datetime.datetime.now(datetime.UTC)
         seen = {d.component: d for d in deployments.get(key, [])}
         status, events = dict(body.get("status") or {}), []
         if spec.autoscaling.mode == "operator":
             state = memo.setdefault("autoscaler", evaluate.State())
-            names = {p: build.all_pools(body, spec)[p].name for p in SCALED}
+            names = {p: build.pool_name(body, p) for p in SCALED}
             current = {p: seen[p].replicas for p in SCALED if p in seen}
             ready = {p: seen[p].ready for p in SCALED if p in seen}
             events = evaluate.run(
@@ -66,7 +62,7 @@ def reconcile(
             seen,
             status,
             body.metadata.get("generation"),
-            pools.url(build.gateway_pool(body, spec)),
+            build.endpoint(body, spec),
             now,
         )
         for type_, reason, message in events:

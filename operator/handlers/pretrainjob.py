@@ -15,8 +15,9 @@ import kopf
 from vlmop.operator import kube, lifecycle, metrics, progress
 from vlmop.operator.api import GROUP, VERSION, PretrainJobSpec
 from vlmop.operator.api import PRETRAINJOB as KIND
+from vlmop.operator.builders import gang as gangs
 from vlmop.operator.builders import pretrainjob as build
-from vlmop.operator.reconcile import reject, spec_errors, write_status
+from vlmop.operator.reconcile import parse_spec, write_status
 
 RESYNC_SECONDS = float(os.environ.get("VLMOP_RESYNC_SECONDS", "10"))
 
@@ -37,16 +38,13 @@ def reconcile(
     **_: Any,
 ) -> None:
     with metrics.reconciling(KIND.kind) as outcome, kube.retrying(retry):
-        errors = spec_errors(KIND, body.get("spec") or {})
-        if errors:
-            outcome.result = "invalid"
-            reject(KIND, body, patch, errors, logger)
+        spec = parse_spec(KIND, PretrainJobSpec, body, patch, logger, outcome)
+        if spec is None:
             return
-        spec = PretrainJobSpec.model_validate(dict(body["spec"]))
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
         key = (namespace, KIND.kind, name)
         current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
-        attempt_job = build.trainer_gang(body, spec, int(current.get("restarts") or 0)).job
+        attempt_job = gangs.job_name(name, int(current.get("restarts") or 0))
         decision = lifecycle.decide(
             policy=spec.run_policy,
             nodes=spec.topology.nodes,
@@ -79,12 +77,7 @@ def report(decision: lifecycle.Decision, port: int) -> None:
     """Fold rank 0's progress into the status: live from /progress while it runs, else from its
     termination message once it has ended."""
     rank0 = decision.rank0
-    if rank0 is None:
-        return
-    if rank0.phase == "Running" and rank0.ip:
-        found = progress.read(rank0.ip, port)
-    else:
-        found = progress.parse(rank0.message) if rank0.message else None
+    found = progress.of_rank0(rank0.phase, rank0.ip, rank0.message, port) if rank0 else None
     if not found:
         return
     status = decision.status

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kubernetes.client import BatchV1Api, CoreV1Api
+from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api
 
 from vlmop.operator.api import KindInfo
 from vlmop.operator.localapi.cluster import LocalCluster, free_port
@@ -108,3 +108,30 @@ def status_when(
 
     cluster.wait(check, 30, f"{name}: {what} ({expected}); last status {seen}")
     return seen
+
+
+@pytest.fixture
+def owned(cluster: LocalCluster) -> Callable[[str], set[tuple[str, str]]]:
+    """owned(owner): the (kind, name) of the Jobs, Deployments, Services and ConfigMaps it owns."""
+
+    def children(owner: str) -> set[tuple[str, str]]:
+        selector = f"vlmop.io/owner-name={owner}"
+        batch, apps, core = BatchV1Api(cluster.client), AppsV1Api(cluster.client), cluster.core
+        found = {
+            ("Job", j.metadata.name) for j in batch.list_namespaced_job(NS, label_selector=selector).items
+        }
+        found |= {
+            ("Deployment", d.metadata.name)
+            for d in apps.list_namespaced_deployment(NS, label_selector=selector).items
+        }
+        found |= {
+            ("Service", v.metadata.name)
+            for v in core.list_namespaced_service(NS, label_selector=selector).items
+        }
+        found |= {
+            ("ConfigMap", c.metadata.name)
+            for c in core.list_namespaced_config_map(NS, label_selector=selector).items
+        }
+        return found
+
+    return children

@@ -7,8 +7,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kubernetes.client import AppsV1Api, BatchV1Api
-
 from vlmop.operator.api import DVDDEPLOYMENT, PRETRAINJOB, KindInfo
 from vlmop.operator.localapi.cluster import LocalCluster
 from vlmop.operator.localapi.server import Fault
@@ -16,26 +14,8 @@ from vlmop.operator.localapi.server import Fault
 NS = "default"
 
 
-def children(cluster: LocalCluster, owner: str) -> set[tuple[str, str]]:
-    selector = f"vlmop.io/owner-name={owner}"
-    batch, apps, core = BatchV1Api(cluster.client), AppsV1Api(cluster.client), cluster.core
-    found = {("Job", j.metadata.name) for j in batch.list_namespaced_job(NS, label_selector=selector).items}
-    found |= {
-        ("Deployment", d.metadata.name)
-        for d in apps.list_namespaced_deployment(NS, label_selector=selector).items
-    }
-    found |= {
-        ("Service", s.metadata.name) for s in core.list_namespaced_service(NS, label_selector=selector).items
-    }
-    found |= {
-        ("ConfigMap", c.metadata.name)
-        for c in core.list_namespaced_config_map(NS, label_selector=selector).items
-    }
-    return found
-
-
 def test_faults_are_retried_and_the_operator_converges(
-    cluster: LocalCluster, examples: dict[str, Any]
+    cluster: LocalCluster, examples: dict[str, Any], owned: Any
 ) -> None:
     faults = [
         Fault(status=500, method="POST", plural="jobs", times=2),
@@ -74,8 +54,8 @@ def test_faults_are_retried_and_the_operator_converges(
     def converged() -> bool:
         for info, doc, want in docs:
             obj = cluster.get(info, doc["metadata"]["name"])
-            if (obj.get("status") or {}).get("observedGeneration") != 1 or children(
-                cluster, doc["metadata"]["name"]
+            if (obj.get("status") or {}).get("observedGeneration") != 1 or owned(
+                doc["metadata"]["name"]
             ) != want:
                 return False
         return True

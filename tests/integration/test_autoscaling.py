@@ -10,8 +10,6 @@ import copy
 import shutil
 import subprocess
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,7 +18,7 @@ import pytest
 from kubernetes.client import ApiException, AppsV1Api
 
 from vlmop.operator.api import DVDDEPLOYMENT
-from vlmop.operator.localapi.cluster import LocalCluster, free_port
+from vlmop.operator.localapi.cluster import LocalCluster, free_port, wait_ready
 
 NS = "default"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -67,14 +65,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     log = (work / "prometheus.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/-/ready", timeout=1).close()  # noqa: S310 (loopback)
-            break
-        except OSError:
-            assert process.poll() is None, (work / "prometheus.log").read_text()[-2000:]
-            time.sleep(0.3)
+    wait_ready(f"{url}/-/ready", process, work / "prometheus.log")
     yield url, exporter
     process.terminate()
     process.wait(10)

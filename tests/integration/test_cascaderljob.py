@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiException, AppsV1Api
+from kubernetes.client import ApiException
 
 from vlmop.operator.api import CASCADERLJOB
 from vlmop.operator.localapi.cluster import LocalCluster
@@ -26,19 +26,13 @@ def command_flags(job: Any) -> dict[str, str]:
     return {a: b for a, b in itertools.pairwise(command) if a.startswith("--")}
 
 
-def deployments(cluster: LocalCluster, owner: str) -> list[str]:
-    items = AppsV1Api(cluster.client).list_namespaced_deployment(
-        NS, label_selector=f"vlmop.io/owner-name={owner}"
-    )
-    return sorted(d.metadata.name for d in items.items)
-
-
 def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
     cluster: LocalCluster,
     examples: dict[str, Any],
     reporter: tuple[Reporter, int],
     kubelet: Any,
     wait_for: Any,
+    owned: Any,
 ) -> None:
     progress_server, port = reporter
     doc = copy.deepcopy(examples["cascaderljob"])
@@ -46,8 +40,11 @@ def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
     doc["spec"]["metricsPort"] = port
     cluster.apply(doc)
 
+    def deployments() -> list[str]:
+        return sorted(name for kind, name in owned("crl") if kind == "Deployment")
+
     wait_for(CASCADERLJOB, "crl", "the mpo stage's gang", phase="Pending", currentStage="mpo")
-    assert kubelet.jobs("crl") == ["crl-s0-r0"] and deployments(cluster, "crl") == []
+    assert kubelet.jobs("crl") == ["crl-s0-r0"] and deployments() == []
     assert command_flags(kubelet.job("crl-s0-r0"))["--model-preset"] == "tiny"
 
     (mpo,) = kubelet.start("crl-s0-r0", nodes=1)
@@ -65,7 +62,11 @@ def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
     assert handed["phase"] in ("Pending", "Running") and "completionTime" not in handed
     cluster.wait(lambda: kubelet.jobs("crl") == ["crl-s0-r0", "crl-s1-r0"], 30, "the gspo gang (mpo's kept)")
     assert command_flags(kubelet.job("crl-s1-r0"))["--model-path"] == "/checkpoints/mpo/final"
-    cluster.wait(lambda: deployments(cluster, "crl") == ["crl-rollout"], 30, "the rollout pool")
+    cluster.wait(
+        lambda: deployments() == ["crl-rollout"],
+        30,
+        "the rollout pool",
+    )
     assert cluster.core.read_namespaced_service("crl-rollout", NS).spec.cluster_ip == "None"
 
     # Rank 0 of gspo reports the RL figures while it runs.
@@ -89,7 +90,7 @@ def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
     done = wait_for(CASCADERLJOB, "crl", "success", phase="Succeeded", policyVersion=20)
     assert {c["type"]: c["status"] for c in done["conditions"]}["Succeeded"] == "True"
     assert [r["phase"] for r in done["stages"]] == ["Succeeded", "Succeeded"] and done["completionTime"]
-    cluster.wait(lambda: deployments(cluster, "crl") == [], 30, "the rollout pool to go")
+    cluster.wait(lambda: deployments() == [], 30, "the rollout pool to go")
     assert kubelet.jobs("crl") == ["crl-s0-r0", "crl-s1-r0"]  # kept for their logs
     events = cluster.core.list_namespaced_event(NS).items
     assert any(e.reason == "StageSucceeded" and e.involved_object.name == "crl" for e in events)

@@ -11,8 +11,6 @@ import signal
 import time
 from typing import Any
 
-from kubernetes.client import AppsV1Api, BatchV1Api
-
 from vlmop.operator.api import CASCADERLJOB, DVDDEPLOYMENT, PRETRAINJOB, KindInfo
 from vlmop.operator.localapi.cluster import LocalCluster
 
@@ -23,24 +21,6 @@ def named(doc: dict[str, Any], name: str) -> dict[str, Any]:
     doc = copy.deepcopy(doc)
     doc["metadata"]["name"] = name
     return doc
-
-
-def children(cluster: LocalCluster, owner: str) -> set[tuple[str, str]]:
-    selector = f"vlmop.io/owner-name={owner}"
-    core, batch, apps = cluster.core, BatchV1Api(cluster.client), AppsV1Api(cluster.client)
-    found = {("Job", j.metadata.name) for j in batch.list_namespaced_job(NS, label_selector=selector).items}
-    found |= {
-        ("Deployment", d.metadata.name)
-        for d in apps.list_namespaced_deployment(NS, label_selector=selector).items
-    }
-    found |= {
-        ("Service", s.metadata.name) for s in core.list_namespaced_service(NS, label_selector=selector).items
-    }
-    found |= {
-        ("ConfigMap", c.metadata.name)
-        for c in core.list_namespaced_config_map(NS, label_selector=selector).items
-    }
-    return found
 
 
 def expected(kind: str, name: str) -> set[tuple[str, str]]:
@@ -59,7 +39,9 @@ def kill(cluster: LocalCluster) -> None:
     cluster.operator.wait(10)
 
 
-def test_sigkill_at_many_points_then_converge(cluster: LocalCluster, examples: dict[str, Any]) -> None:
+def test_sigkill_at_many_points_then_converge(
+    cluster: LocalCluster, examples: dict[str, Any], owned: Any
+) -> None:
     rng = random.Random(7)  # noqa: S311 (kill timings, not secrets)
     pretrain = named(examples["pretrainjob"], "x")
     pretrain["spec"]["scheduling"] = {"gang": "none"}
@@ -94,10 +76,7 @@ def test_sigkill_at_many_points_then_converge(cluster: LocalCluster, examples: d
             want = expected(kind, name)
             if name == "crash-p1":  # suspended: its workers are gone, the rest stays
                 want = {c for c in want if c[0] != "Job"}
-            if (
-                status.get("observedGeneration") != obj["metadata"]["generation"]
-                or children(cluster, name) != want
-            ):
+            if status.get("observedGeneration") != obj["metadata"]["generation"] or owned(name) != want:
                 return False
         return True
 

@@ -160,4 +160,4 @@ def test_no_workers_means_no_gang_and_no_pools(examples: dict[str, Any]) -> None
     doc, spec = owner(examples["cascaderljob"])
     kids = by_name(build.children(doc, spec, current=1, attempt=0, workers=False))
     assert {k.split("/")[0] for k in kids} == {"Service", "ConfigMap"}
-    assert build.finished_jobs(doc, spec, [(0, 2)]) == {"tiny-cascade-rl-s0-r2"}
+    assert build.finished_jobs(doc, [(0, 2)]) == {"tiny-cascade-rl-s0-r2"}

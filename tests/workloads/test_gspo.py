@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from vlmop.operator.localapi.cluster import free_port
+from vlmop.operator.localapi.cluster import free_port, wait_ready
 
 STEPS = 12
 PRESET = "tiny-vl"  # the LLaVA-style tiny VLM (ViT + projector + LM), sampling on text prompts
@@ -35,14 +34,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()  # noqa: S310 (loopback)
-            break
-        except OSError:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            time.sleep(0.3)
+    wait_ready(f"{url}/health", process, tmp_path / "server.log")
     yield url, weights
     process.terminate()
     process.wait(10)

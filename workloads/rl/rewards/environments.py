@@ -8,6 +8,7 @@ answer out of a response and scores it. Generated cases make unlimited verifiabl
 
 from __future__ import annotations
 
+import abc
 import ast
 import itertools
 import random
@@ -35,7 +36,7 @@ def last_answer(text: str) -> str | None:
     return max(found)[1].strip() if found else None
 
 
-class TaggedAnswer:
+class TaggedAnswer(abc.ABC):
     """A task whose answer is the last <answer>...</answer> (or \\boxed{...}) of the response; a
     response without one scores 0."""
 
@@ -46,8 +47,9 @@ class TaggedAnswer:
         answer = self.extract_output(text)
         return 0.0 if answer is None else self.score(answer, case)
 
+    @abc.abstractmethod
     def score(self, answer: str, case: Case) -> float:
-        raise NotImplementedError
+        """How right `answer` is for `case`, in [0, 1]."""
 
 
 class Arithmetic24(TaggedAnswer):
