@@ -6,6 +6,7 @@ Failed/InvalidSpec plus a Warning Event, never an exception loop."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ from vlmop.operator.api import KindInfo
 from vlmop.operator.api.common import ApiModel
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
+# How often every object is re-read from the indexes (pods, rank 0's progress, Deployments); set by
+# `--resync-seconds` before the handlers register.
+RESYNC_SECONDS = float(os.environ.get("VLMOP_RESYNC_SECONDS", "10"))
 
 
 def spec_errors(info: KindInfo, spec: Mapping[str, Any]) -> str | None:

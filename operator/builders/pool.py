@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlmop.operator.api.common import Placement, Volume
-from vlmop.operator.builders.common import COMPONENT, OWNER_NAME, Manifest, owned, restricted_security
+from vlmop.operator.builders.common import (
+    COMPONENT,
+    MANAGED_BY,
+    OWNER_NAME,
+    Manifest,
+    owned,
+    restricted_security,
+)
 from vlmop.operator.builders.gang import environment_from
 
 
@@ -77,7 +84,7 @@ def deployment(pool: Pool) -> Manifest:
         "serviceAccountName": place.service_account_name,
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
-    labels = {**selector(pool), "app.kubernetes.io/managed-by": "vlmop"}
+    labels = {**selector(pool), MANAGED_BY: "vlmop"}  # no owner-kind: not in the worker-pods index
     manifest: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -13,8 +13,7 @@ from vlmop.operator import cascade, kube, lifecycle, metrics, progress
 from vlmop.operator.api import CASCADERLJOB as KIND
 from vlmop.operator.api import GROUP, VERSION, CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
-from vlmop.operator.handlers.pretrainjob import RESYNC_SECONDS
-from vlmop.operator.reconcile import parse_spec, write_status
+from vlmop.operator.reconcile import RESYNC_SECONDS, parse_spec, write_status
 
 ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
 JOB_KEYS = ("meanRewardBySource", "clipFraction", "policyVersion")  # status fields as rank 0 names them

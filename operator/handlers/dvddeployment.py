@@ -17,8 +17,7 @@ from vlmop.operator.api import GROUP, VERSION, DvDDeploymentSpec
 from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
 from vlmop.operator.builders.autoscaling import SCALED
-from vlmop.operator.handlers.pretrainjob import RESYNC_SECONDS
-from vlmop.operator.reconcile import parse_spec, write_status
+from vlmop.operator.reconcile import RESYNC_SECONDS, parse_spec, write_status
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural)

@@ -7,7 +7,6 @@ VLMOP_RESYNC_SECONDS (the pods index makes a converged tick free of API calls)."
 from __future__ import annotations
 
 import datetime
-import os
 from typing import Any
 
 import kopf
@@ -17,9 +16,7 @@ from vlmop.operator.api import GROUP, VERSION, PretrainJobSpec
 from vlmop.operator.api import PRETRAINJOB as KIND
 from vlmop.operator.builders import gang as gangs
 from vlmop.operator.builders import pretrainjob as build
-from vlmop.operator.reconcile import parse_spec, write_status
-
-RESYNC_SECONDS = float(os.environ.get("VLMOP_RESYNC_SECONDS", "10"))
+from vlmop.operator.reconcile import RESYNC_SECONDS, parse_spec, write_status
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural)
