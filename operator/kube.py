@@ -5,14 +5,15 @@ Reads come from kopf indexes (handlers/children.py), so a converged reconcile ma
 
 from __future__ import annotations
 
-import contextlib
+import datetime
 import json
+import logging
+import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
@@ -163,21 +164,54 @@ def converge(
 TRANSIENT = frozenset({409, 429, 500, 502, 503, 504})
 
 
-@contextlib.contextmanager
-def retrying(retry: int) -> Iterator[None]:
-    """A transient API error becomes kopf's TemporaryError: the reconcile runs again after the
-    server's Retry-After, else after 1, 2, 4 ... 60 s by the handler's retry count (kopf's own default
-    for an unexpected error would wait a minute). Anything else propagates."""
+def retry_delay(error: Exception, failures: int) -> float:
+    """How long until the next try after `failures` failures in a row: a throttled request waits the
+    server's Retry-After; anything else 1, 2, 4 ... 60 s."""
+    after = (error.headers or {}).get("Retry-After") if isinstance(error, ApiException) else None
+    if after and after.isdigit() and error.status == 429:  # type: ignore[attr-defined]
+        return float(after)
+    return float(min(60, 2 ** (failures - 1)))
+
+
+class Gone(Exception):
+    """The owner itself is not there any more (its status write found nothing)."""
+
+
+def patch_status(owner: Mapping[str, Any], plural: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge-patch the owner's status subresource; returns the object as written."""
+    group, version = str(owner["apiVersion"]).split("/")
+    meta = owner["metadata"]
+    url = f"/apis/{group}/{version}/namespaces/{meta['namespace']}/{plural}/{meta['name']}/status"
     try:
-        yield
+        return dict(request("PATCH", url, {"status": changes}, "application/merge-patch+json"))
     except ApiException as error:
-        if error.status not in TRANSIENT:
-            raise
-        after = (error.headers or {}).get("Retry-After") if error.status == 429 else None
-        delay = float(after) if after and after.isdigit() else float(min(60, 2**retry))
-        raise kopf.TemporaryError(
-            f"API {error.status} ({error.reason}); again in {delay:g} s", delay=delay
-        ) from error
+        if error.status == 404:
+            raise Gone(f"{plural} {meta['namespace']}/{meta['name']}") from error
+        raise
+
+
+def event(owner: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """Post a core/v1 Event about the owner; a failure to post is logged, never fatal."""
+    meta = owner["metadata"]
+    at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ref = {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")}
+    body = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": owner["apiVersion"], "kind": owner["kind"], **ref},
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "vlmop"},
+        "reportingComponent": "vlmop",
+        "reportingInstance": socket.gethostname(),
+        "firstTimestamp": at,
+        "lastTimestamp": at,
+        "count": 1,
+    }
+    try:
+        request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body)
+    except (ApiException, OSError) as error:
+        logging.getLogger("vlmop.operator").warning("could not post event %s: %s", reason, error)
 
 
 def delete_owner(owner: Mapping[str, Any], plural: str) -> None:

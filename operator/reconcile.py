@@ -1,26 +1,23 @@
 """What every kind's reconcile shares: validate the spec with the typed model, and write one status
-(only the fields that changed; nothing when nothing did).
+(only the fields that changed; nothing when nothing did) with one PATCH of the status subresource.
 
 What the CRD schema rejects never reaches here; what only the operator can detect becomes
 Failed/InvalidSpec plus a Warning Event, never an exception loop."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import kopf
 import pydantic
 
-from vlmop.operator import metrics, status
+from vlmop.operator import kube, metrics, status
 from vlmop.operator.api import KindInfo
 from vlmop.operator.api.common import ApiModel
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
-# How often every object is re-read from the indexes (pods, rank 0's progress, Deployments); set by
-# `--resync-seconds` before the handlers register.
-RESYNC_SECONDS = float(os.environ.get("VLMOP_RESYNC_SECONDS", "10"))
+Written = dict[str, Any] | None  # the object as a status write left it; None when nothing was written
 
 
 def spec_errors(info: KindInfo, spec: Mapping[str, Any]) -> str | None:
@@ -38,19 +35,14 @@ def _parse(model: type[SpecT], spec: Mapping[str, Any]) -> tuple[SpecT | None, s
 
 
 def parse_spec(
-    info: KindInfo,
-    model: type[SpecT],
-    body: kopf.Body,
-    patch: kopf.Patch,
-    logger: Any,
-    outcome: metrics.Outcome,
-) -> SpecT | None:
+    info: KindInfo, model: type[SpecT], body: kopf.Body, logger: Any, outcome: metrics.Outcome
+) -> tuple[SpecT | None, Written]:
     """The typed spec (parsed once); None after marking the object Failed/InvalidSpec instead."""
     spec, errors = _parse(model, body.get("spec") or {})
     if errors:
         outcome.result = "invalid"
-        reject(info, body, patch, errors, logger)
-    return spec
+        return None, reject(info, body, errors, logger)
+    return spec, None
 
 
 def invalid_status(body: Mapping[str, Any], errors: str, at: str) -> status.Status:
@@ -65,21 +57,23 @@ def invalid_status(body: Mapping[str, Any], errors: str, at: str) -> status.Stat
     return {**current, "observedGeneration": generation, "phase": "Failed", "conditions": conditions}
 
 
-def write_status(info: KindInfo, body: kopf.Body, patch: kopf.Patch, desired: Mapping[str, Any]) -> bool:
-    """Put the changed top-level status fields into kopf's one patch (with kstatus' conditions);
-    False when nothing changed."""
+def write_status(info: KindInfo, body: kopf.Body, desired: Mapping[str, Any]) -> Written:
+    """Patch the changed top-level status fields (with kstatus' conditions) in one request; nothing
+    when nothing changed."""
     stored = dict(body.get("status") or {})
     desired = status.with_kstatus(desired, stored, body.get("metadata", {}).get("generation"), status.now())
     changes = status.diff(stored, desired)
-    if changes:
-        patch.status.update(changes)
-        metrics.STATUS_WRITES.labels(info.kind).inc()
-    return bool(changes)
+    if not changes:
+        return None
+    metrics.STATUS_WRITES.labels(info.kind).inc()
+    return kube.patch_status(body, info.plural, changes)
 
 
-def reject(info: KindInfo, body: kopf.Body, patch: kopf.Patch, errors: str, logger: Any) -> None:
+def reject(info: KindInfo, body: kopf.Body, errors: str, logger: Any) -> Written:
     """Failed/InvalidSpec with a Warning Event (once), never an exception loop."""
     logger.warning("invalid spec: %s", errors)
     was_failed = (body.get("status") or {}).get("phase") == "Failed"
-    if write_status(info, body, patch, invalid_status(body, errors, status.now())) and not was_failed:
-        kopf.warn(body, reason=status.INVALID_SPEC, message=errors)
+    written = write_status(info, body, invalid_status(body, errors, status.now()))
+    if written and not was_failed:
+        kube.event(body, "Warning", status.INVALID_SPEC, errors)
+    return written

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
-from vlmop.operator import metrics
+from vlmop.operator import metrics, peering
+from vlmop.operator.workqueue import QUEUE
 
 PREFIX = "vlmop.io"
 
@@ -24,21 +27,13 @@ class RunOptions:
     liveness: str | None = "http://0.0.0.0:8080/healthz"
     metrics_port: int | None = 9090
     verbose: bool = False
-    resync_seconds: float = 10.0  # how often running jobs are re-read (pods, progress)
+    resync_seconds: float = 10.0  # how often each object is reconciled again (pods, progress)
 
 
 def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
-    # Handler progress and the last-handled spec live in annotations under our own prefix, so
-    # status stays ours alone and kstatus/Argo CD read clean conditions.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
-    # kopf puts it on every object with a timer, to stop the timer before the object goes.
+    # kopf only watches and indexes (the work queue reconciles), so it writes nothing to our objects;
+    # it lifts this finalizer, which versions with kopf timers put on every object, when it sees one.
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    # A timer that deletes its own object (ttlSecondsAfterFinished) is still running when kopf sees
-    # the deletion; kopf re-checks it this often before lifting the finalizer (default: 60 s).
-    settings.background.cancellation_polling = 1.0
     # HA: replicas elect through KopfPeering. Peering is mandatory unless --standalone: without the
     # peering resource kopf stays paused instead of running as a second active replica.
     settings.peering.name = options.peering_name
@@ -60,31 +55,28 @@ def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10, 30, 60]
     settings.networking.enforce_retry_after = True  # 429s wait as long as the server asks
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    settings.execution.max_workers = 16
-
-
-class QuietTimers(logging.Filter):
-    """Drops kopf's INFO line for every successful resync tick (a thousand jobs every 10 s would log
-    a hundred lines a second); failures and everything else still log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (
-            record.levelno == logging.INFO and message.startswith("Timer ") and message.endswith("succeeded.")
-        )
 
 
 def run(options: RunOptions) -> None:
-    os.environ["VLMOP_RESYNC_SECONDS"] = str(options.resync_seconds)  # read when handlers register
     import vlmop.operator.handlers  # noqa: F401 - registers the handlers
 
     kopf.configure(verbose=options.verbose, log_format=kopf.LogFormat.PLAIN)
-    if not options.verbose:
-        logging.getLogger("kopf.objects").addFilter(QuietTimers())
+    identity = f"{os.environ.get('POD_ID') or socket.gethostname()}/{uuid.uuid4().hex[:12]}"
+    objects = None if options.standalone else peering.urls(options.peering_name, options.namespaces)
+    gate = peering.Gate(identity, options.priority, objects)
+    running: list[asyncio.Task[None]] = []
 
     @kopf.on.startup()
-    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def _startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         configure(settings, options)
+        QUEUE.resync = options.resync_seconds
+        indices = {name: index for name, index in kwargs.items() if isinstance(index, kopf.Index)}
+        running.append(asyncio.create_task(QUEUE.run(indices, gate)))
+
+    @kopf.on.cleanup()
+    async def _cleanup(**_: Any) -> None:
+        for task in running:
+            task.cancel()
 
     if options.metrics_port:
         metrics.serve(options.metrics_port)
@@ -96,5 +88,6 @@ def run(options: RunOptions) -> None:
             liveness_endpoint=options.liveness,
             clusterwide=not options.namespaces,
             namespaces=options.namespaces,
+            identity=cast(Any, identity),  # kopf's peer id, which the work queue's gate looks for
         )
     )

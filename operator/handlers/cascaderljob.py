@@ -1,42 +1,39 @@
-"""CascadeRLJob handlers: thin — read the object and the indexes, decide the stage (cascade), build
+"""CascadeRLJob reconcile: thin — read the object and the indexes, decide the stage (cascade), build
 (builders), converge the children (kube), read rank 0's progress into the stage's row, write one
-status. Reconciles on spec changes and on the resync timer, like PretrainJob."""
+status. Run by the work queue on changes and every resync, like PretrainJob."""
 
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any
 
 import kopf
 
 from vlmop.operator import cascade, kube, lifecycle, metrics, progress
 from vlmop.operator.api import CASCADERLJOB as KIND
-from vlmop.operator.api import GROUP, VERSION, CascadeRLJobSpec
+from vlmop.operator.api import CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
-from vlmop.operator.reconcile import RESYNC_SECONDS, parse_spec, write_status
+from vlmop.operator.reconcile import Written, parse_spec, write_status
+from vlmop.operator.workqueue import QUEUE
 
 ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
 JOB_KEYS = ("meanRewardBySource", "clipFraction", "policyVersion")  # status fields as rank 0 names them
 
 
-@kopf.on.resume(GROUP, VERSION, KIND.plural)
-@kopf.on.create(GROUP, VERSION, KIND.plural)
-@kopf.on.update(GROUP, VERSION, KIND.plural)
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
+@QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    retry: int,
+    logger: logging.LoggerAdapter[logging.Logger],
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
     **_: Any,
-) -> None:
-    with metrics.reconciling(KIND.kind) as outcome, kube.retrying(retry):
-        spec = parse_spec(KIND, CascadeRLJobSpec, body, patch, logger, outcome)
+) -> Written:
+    with metrics.reconciling(KIND.kind) as outcome:
+        spec, rejected = parse_spec(KIND, CascadeRLJobSpec, body, logger, outcome)
         if spec is None:
-            return
+            return rejected
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
         key = (namespace, KIND.kind, name)
         current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
@@ -53,7 +50,7 @@ def reconcile(
         if decision.delete_self:
             logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
             kube.delete_owner(body, KIND.plural)
-            return
+            return None
         desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
         keep = build.finished_jobs(body, decision.finished)
         try:
@@ -66,8 +63,8 @@ def reconcile(
             lifecycle.blocked(gang, current, "GangSchedulerMissing", str(missing), generation, at)
         report(decision, spec.metrics_port)
         for type_, reason, message in decision.events:
-            kopf.event(body, type=type_, reason=reason, message=message)
-        write_status(KIND, body, patch, decision.status)
+            kube.event(body, type_, reason, message)
+        return write_status(KIND, body, decision.status)
 
 
 def report(decision: cascade.Decision, port: int) -> None:

@@ -1,11 +1,12 @@
-"""DvDDeployment handlers: thin — run the autoscaler when due (mode operator), build the three pools
+"""DvDDeployment reconcile: thin — run the autoscaler when due (mode operator), build the three pools
 at the chosen sizes (builders), converge them (kube), fold the Deployments' readiness into one status
-(availability). Reconciles on spec changes and on the resync
-timer, reading Deployments from the index (a converged tick makes no API call)."""
+(availability). Run by the work queue on changes and every resync, reading Deployments from
+the index (a converged round makes no API call)."""
 
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from typing import Any
 
@@ -13,31 +14,27 @@ import kopf
 
 from vlmop.operator import availability, kube, metrics
 from vlmop.operator.api import DVDDEPLOYMENT as KIND
-from vlmop.operator.api import GROUP, VERSION, DvDDeploymentSpec
+from vlmop.operator.api import DvDDeploymentSpec
 from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
 from vlmop.operator.builders.autoscaling import SCALED
-from vlmop.operator.reconcile import RESYNC_SECONDS, parse_spec, write_status
+from vlmop.operator.reconcile import Written, parse_spec, write_status
+from vlmop.operator.workqueue import QUEUE
 
 
-@kopf.on.resume(GROUP, VERSION, KIND.plural)
-@kopf.on.create(GROUP, VERSION, KIND.plural)
-@kopf.on.update(GROUP, VERSION, KIND.plural)
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
+@QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    retry: int,
+    logger: logging.LoggerAdapter[logging.Logger],
     children: kopf.Index[Any, kube.ChildRef],
     deployments: kopf.Index[Any, availability.DeploymentView],
-    memo: kopf.Memo,
+    memo: dict[str, Any],
     **_: Any,
-) -> None:
-    with metrics.reconciling(KIND.kind) as outcome, kube.retrying(retry):
-        spec = parse_spec(KIND, DvDDeploymentSpec, body, patch, logger, outcome)
+) -> Written:
+    with metrics.reconciling(KIND.kind) as outcome:
+        spec, rejected = parse_spec(KIND, DvDDeploymentSpec, body, logger, outcome)
         if spec is None:
-            return
+            return rejected
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
         key, now = (namespace, KIND.kind, name), datetime.datetime.now(datetime.UTC)
         seen = {d.component: d for d in deployments.get(key, [])}
@@ -65,5 +62,5 @@ def reconcile(
             now,
         )
         for type_, reason, message in events:
-            kopf.event(body, type=type_, reason=reason, message=message)
-        write_status(KIND, body, patch, status)
+            kube.event(body, type_, reason, message)
+        return write_status(KIND, body, status)

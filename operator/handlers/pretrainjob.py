@@ -1,43 +1,39 @@
-"""PretrainJob handlers: thin — read the object and the indexes, decide (lifecycle), build (builders),
+"""PretrainJob reconcile: thin — read the object and the indexes, decide (lifecycle), build (builders),
 converge the children (kube), read rank 0's progress, write one status.
 
-Reconciles on every spec change and, for pods that change under a job, on a timer every
-VLMOP_RESYNC_SECONDS (the pods index makes a converged tick free of API calls)."""
+The work queue runs it on every change of the object and, for pods that change under a job, every
+--resync-seconds (the pods index makes a converged round free of API calls)."""
 
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any
 
 import kopf
 
 from vlmop.operator import kube, lifecycle, metrics, progress
-from vlmop.operator.api import GROUP, VERSION, PretrainJobSpec
 from vlmop.operator.api import PRETRAINJOB as KIND
+from vlmop.operator.api import PretrainJobSpec
 from vlmop.operator.builders import gang as gangs
 from vlmop.operator.builders import pretrainjob as build
-from vlmop.operator.reconcile import RESYNC_SECONDS, parse_spec, write_status
+from vlmop.operator.reconcile import Written, parse_spec, write_status
+from vlmop.operator.workqueue import QUEUE
 
 
-@kopf.on.resume(GROUP, VERSION, KIND.plural)
-@kopf.on.create(GROUP, VERSION, KIND.plural)
-@kopf.on.update(GROUP, VERSION, KIND.plural)
-# The index kwargs are passed by name, which kopf's TimerFn protocol does not spell out.
-@kopf.timer(GROUP, VERSION, KIND.plural, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
+@QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    retry: int,
+    logger: logging.LoggerAdapter[logging.Logger],
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
     **_: Any,
-) -> None:
-    with metrics.reconciling(KIND.kind) as outcome, kube.retrying(retry):
-        spec = parse_spec(KIND, PretrainJobSpec, body, patch, logger, outcome)
+) -> Written:
+    with metrics.reconciling(KIND.kind) as outcome:
+        spec, rejected = parse_spec(KIND, PretrainJobSpec, body, logger, outcome)
         if spec is None:
-            return
+            return rejected
         namespace, name = str(body.metadata.namespace), str(body.metadata.name)
         key = (namespace, KIND.kind, name)
         current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
@@ -54,7 +50,7 @@ def reconcile(
         if decision.delete_self:
             logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
             kube.delete_owner(body, KIND.plural)
-            return
+            return None
         desired = build.children(body, spec, decision.status["restarts"], decision.workers)
         try:
             metrics.CHILD_WRITES.labels(KIND.kind).inc(
@@ -66,8 +62,8 @@ def reconcile(
             )
         report(decision, spec.metrics_port)
         for type_, reason, message in decision.events:
-            kopf.event(body, type=type_, reason=reason, message=message)
-        write_status(KIND, body, patch, decision.status)
+            kube.event(body, type_, reason, message)
+        return write_status(KIND, body, decision.status)
 
 
 def report(decision: lifecycle.Decision, port: int) -> None:

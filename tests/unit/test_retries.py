@@ -1,9 +1,8 @@
-"""kube.retrying: transient API errors become kopf's TemporaryError with the server's Retry-After or
-an exponential delay by retry count; other errors pass through untouched."""
+"""kube.retry_delay: a throttled request waits the server's Retry-After; every other failure backs off
+1, 2, 4 ... 60 s by how many failed in a row."""
 
 from __future__ import annotations
 
-import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -17,19 +16,10 @@ def api_error(status: int, headers: dict[str, str] | None = None) -> ApiExceptio
 
 
 @pytest.mark.parametrize(
-    ("status", "headers", "retry", "delay"),
-    [(429, {"Retry-After": "7"}, 0, 7.0), (429, None, 3, 8.0), (500, None, 0, 1.0), (503, None, 4, 16.0),
-     (409, None, 10, 60.0), (500, {"Retry-After": "7"}, 1, 2.0)],
+    ("error", "failures", "delay"),
+    [(api_error(429, {"Retry-After": "7"}), 1, 7.0), (api_error(429), 4, 8.0), (api_error(500), 1, 1.0),
+     (api_error(503), 5, 16.0), (api_error(409), 11, 60.0), (api_error(500, {"Retry-After": "7"}), 2, 2.0),
+     (api_error(403), 1, 1.0), (ValueError("a bug"), 3, 4.0), (ValueError("a bug"), 40, 60.0)],
 )  # fmt: skip
-def test_transient_errors_retry_soon(
-    status: int, headers: dict[str, str] | None, retry: int, delay: float
-) -> None:
-    with pytest.raises(kopf.TemporaryError) as caught, kube.retrying(retry):
-        raise api_error(status, headers)
-    assert caught.value.delay == delay
-
-
-@pytest.mark.parametrize("status", [400, 403, 404, 422])
-def test_other_errors_pass_through(status: int) -> None:
-    with pytest.raises(ApiException), kube.retrying(0):
-        raise api_error(status)
+def test_backoff(error: Exception, failures: int, delay: float) -> None:
+    assert kube.retry_delay(error, failures) == delay

@@ -1,0 +1,166 @@
+"""Which owner to reconcile, and when. kopf watches and indexes; each owner's watch events and each
+reconcile's own schedule put keys here, and one loop runs them: one reconcile at a time per object, up
+to WORKERS at once, each again after the resync period (pods, rank 0's progress, the autoscaler and
+ttlSecondsAfterFinished are time-driven), sooner after an error.
+
+Why not kopf's timers and change handlers: a kopf timer puts kopf's finalizer on every object and a
+change handler its last-handled annotation, two writes per object that a level-based reconcile does
+not need (it reads the whole object and the indexes every time; status.observedGeneration says what
+it last handled). Without the finalizer, deleting an object never waits for the operator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from vlmop.operator import kube
+from vlmop.operator.api import GROUP, VERSION, KindInfo
+
+Key = tuple[str, str, str]  # namespace, kind, name
+Body = dict[str, Any]
+# A kind's reconcile: the object, the operator's indexes by name and the object's memo (what the
+# operator remembers between rounds); returns the object as its status write left it, if it wrote.
+Reconcile = Callable[..., Mapping[str, Any] | None]
+WORKERS = 16
+log = logging.getLogger("vlmop.operator")
+
+
+@dataclass
+class Entry:
+    kind: str
+    body: Body
+    due: float | None = None  # when it runs next; None while it runs
+    running: bool = False
+    dirty: bool = False  # the object changed while it ran: run again at once
+    failures: int = 0
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+def newer(candidate: Mapping[str, Any], known: Mapping[str, Any]) -> bool:
+    """Whether `candidate` is a later state than `known`. resourceVersion is etcd's revision; an echo
+    of our own status write (or an older event still in flight) is not news."""
+    new, old = (str(b.get("metadata", {}).get("resourceVersion", "")) for b in (candidate, known))
+    return not (new.isdigit() and old.isdigit()) or int(new) > int(old)
+
+
+class WorkQueue:
+    def __init__(self) -> None:
+        self.reconcilers: dict[str, Reconcile] = {}
+        self.entries: dict[Key, Entry] = {}
+        self.heap: list[tuple[float, int, Key]] = []
+        self.order = itertools.count()
+        self.resync = 10.0
+        self.wake: asyncio.Event | None = None
+
+    def register(self, info: KindInfo) -> Callable[[Reconcile], Reconcile]:
+        """Make `fn` the reconcile of `info`'s kind: kopf's watch events of its objects feed the queue."""
+
+        def decorate(fn: Reconcile) -> Reconcile:
+            self.reconcilers[info.kind] = fn
+
+            @kopf.on.event(GROUP, VERSION, info.plural, id=f"queue-{info.plural}")
+            async def observe(event: kopf.RawEvent, **_: Any) -> None:
+                self.observe(info.kind, event.get("type"), dict(event["object"]))
+
+            return fn
+
+        return decorate
+
+    def observe(self, kind: str, type_: str | None, body: Body) -> None:
+        meta = body.get("metadata", {})
+        key = (str(meta.get("namespace")), kind, str(meta.get("name")))
+        entry = self.entries.get(key)
+        if type_ == "DELETED":
+            if entry and entry.body.get("metadata", {}).get("uid") == meta.get("uid"):
+                del self.entries[key]
+            return
+        if entry is None or entry.body.get("metadata", {}).get("uid") != meta.get("uid"):
+            self.entries[key] = Entry(kind, body)
+            self.at(key, 0.0)
+        elif newer(body, entry.body):
+            entry.body = body
+            if entry.running:
+                entry.dirty = True
+            else:
+                self.at(key, 0.0)
+
+    def at(self, key: Key, delay: float) -> None:
+        """Run `key` in `delay` seconds, or sooner if it is due sooner already."""
+        entry = self.entries[key]
+        due = asyncio.get_running_loop().time() + delay
+        if entry.running or (entry.due is not None and entry.due <= due):
+            return
+        entry.due = due
+        heapq.heappush(self.heap, (due, next(self.order), key))
+        if self.wake:
+            self.wake.set()
+
+    async def run(self, indices: Mapping[str, Any], active: Callable[[], Awaitable[bool]]) -> None:
+        """Run due keys forever; `active` says whether this replica may act (peering)."""
+        self.wake = asyncio.Event()
+        slots = asyncio.Semaphore(WORKERS)
+        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="reconcile")
+        loop = asyncio.get_running_loop()
+        while True:
+            self.wake.clear()
+            while self.heap and self.heap[0][0] <= loop.time():
+                if not await active():  # paused for a peer: look again shortly
+                    await asyncio.sleep(1.0)
+                    continue
+                due, _, key = heapq.heappop(self.heap)
+                entry = self.entries.get(key)
+                if entry is None or entry.due != due:
+                    continue  # gone, or moved to another time
+                await slots.acquire()
+                entry.running, entry.due = True, None
+                task = loop.create_task(self.one(key, entry, indices, pool))
+                task.add_done_callback(lambda _: slots.release())
+            delay = self.heap[0][0] - loop.time() if self.heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+
+    async def one(self, key: Key, entry: Entry, indices: Mapping[str, Any], pool: ThreadPoolExecutor) -> None:
+        fn, body = self.reconcilers[entry.kind], entry.body
+        delay, gone = self.resync, False
+        logger = logging.LoggerAdapter(log, {"object": f"{key[0]}/{key[2]}"})
+        try:
+            written = await asyncio.get_running_loop().run_in_executor(
+                pool, lambda: fn(body=kopf.Body(cast(Any, body)), logger=logger, memo=entry.memo, **indices)
+            )
+            entry.failures = 0
+            if written is not None and newer(written, entry.body):
+                entry.body = dict(written)
+        except kube.Gone:  # deleted while we were away from its watch: forgotten
+            gone = not entry.dirty
+        except Exception as error:  # a bug must not stop the queue: logged, retried with backoff
+            delay = self.failed(key, entry, error)
+        entry.running = False
+        if self.entries.get(key) is entry:  # not deleted (or replaced) meanwhile
+            if gone:
+                del self.entries[key]
+            else:
+                self.at(key, 0.0 if entry.dirty else delay)
+        entry.dirty = False
+
+    def failed(self, key: Key, entry: Entry, error: Exception) -> float:
+        entry.failures += 1
+        delay = kube.retry_delay(error, entry.failures)
+        where = f"{key[0]}/{key[2]}"
+        if isinstance(error, ApiException) and error.status in kube.TRANSIENT:
+            log.warning("[%s] API %s (%s); again in %g s", where, error.status, error.reason, delay)
+        else:
+            log.error("[%s] reconcile failed; again in %g s", where, delay, exc_info=error)
+        return delay
+
+
+QUEUE = WorkQueue()
