@@ -62,7 +62,7 @@ def needed(examples: dict[str, Any]) -> set[Rule]:
     registry = kopf.get_default_registry()
     for handler in registry._indexing.get_all_handlers():  # kopf keeps them there
         out |= {(handler.selector.group or "", str(handler.selector.any_name), v) for v in ("list", "watch")}
-    for info in KINDS:  # kopf watches, patches (its annotations, finalizer) and writes status
+    for info in KINDS:  # kopf watches (and lifts the finalizer older versions left), the queue writes status
         out |= {("vlmop.io", info.plural, v) for v in ("list", "watch", "patch")}
         out.add(("vlmop.io", f"{info.plural}/status", "patch"))
         if "run_policy" in info.spec.model_fields:  # ttlSecondsAfterFinished: kube.delete_owner
