@@ -1,5 +1,6 @@
 """Fused linear log-prob against the full-logits float32 reference: outputs and gradients, on the
-Triton kernels (the interpreter on CPU) and on the torch chunked path, over odd shapes."""
+Triton kernels (compiled on a GPU, the interpreter on CPU) and on the torch chunked path, over odd
+shapes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 
 from vlmop.kernels.ops.linear_logprob import linear_logprob, naive_linear_logprob
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 # (tokens, hidden, vocab): N not a multiple of any block, d not a power of two, V like 151,674 scaled
 # down (odd, larger than one 1024-column block) and smaller than one block.
 SHAPES = [(37, 48, 1517), (1, 8, 17), (130, 33, 4099)]
@@ -19,11 +22,12 @@ TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (2e-2, 3e-2)}  # (outp
 
 def inputs(n: int, d: int, v: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, d, generator=g).to(dtype).requires_grad_()
-    weight = (torch.randn(v, d, generator=g) / d**0.5).to(dtype).requires_grad_()
+    hidden = torch.randn(n, d, generator=g).to(DEVICE, dtype).requires_grad_()
+    weight = (torch.randn(v, d, generator=g) / d**0.5).to(DEVICE, dtype).requires_grad_()
     targets = torch.randint(0, v, (n,), generator=g)
     targets[::5] = -100  # ignored positions (prompt tokens, padding)
-    return hidden, weight, targets, torch.randn(n, generator=g), torch.randn(n, generator=g)
+    upstream = (torch.randn(n, generator=g).to(DEVICE) for _ in range(2))
+    return hidden, weight, targets.to(DEVICE), *upstream
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> None:

@@ -1,5 +1,5 @@
 """Pixel shuffle fused with ViR routing against InternVL's pixel_shuffle applied tile by tile, on the
-Triton kernel (the interpreter on CPU) and on the torch path."""
+Triton kernel (compiled on a GPU, the interpreter on CPU) and on the torch path."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from vlmop.kernels.ops.token_compression import compress_tiles, pixel_shuffle
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def test_pixel_shuffle_is_space_to_depth_with_row_offset_major_channels() -> None:
@@ -40,8 +42,8 @@ def per_tile(features: torch.Tensor, rates: torch.Tensor) -> list[torch.Tensor]:
 def test_matches_internvl_pixel_shuffle_per_tile(
     backend: str, dtype: torch.dtype, shape: tuple[int, ...], rates: list[int]
 ) -> None:
-    features = torch.randn(shape).to(dtype)
-    route = torch.tensor(rates)
+    features = torch.randn(shape).to(DEVICE, dtype)
+    route = torch.tensor(rates, device=DEVICE)
     packed = compress_tiles(features, route)
     expected = per_tile(features, route)
     assert torch.equal(
@@ -55,9 +57,9 @@ def test_matches_internvl_pixel_shuffle_per_tile(
 
 
 def test_merge_lays_projected_rows_back_in_tile_order(backend: str) -> None:
-    features, rates = torch.randn(6, 8, 8, 4), torch.tensor([4, 2, 2, 4, 2, 4])
+    features, rates = torch.randn(6, 8, 8, 4, device=DEVICE), torch.tensor([4, 2, 2, 4, 2, 4], device=DEVICE)
     packed = compress_tiles(features, rates)
-    project2, project4 = torch.nn.Linear(16, 5), torch.nn.Linear(64, 5)  # a projector per rate
+    project2, project4 = torch.nn.Linear(16, 5, device=DEVICE), torch.nn.Linear(64, 5, device=DEVICE)
     merged = packed.merge(project2(packed.by2), project4(packed.by4))
     expected = torch.cat(
         [
