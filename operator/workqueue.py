@@ -32,6 +32,9 @@ Body = dict[str, Any]
 # operator remembers between rounds); returns the object as its status write left it, if it wrote.
 Reconcile = Callable[..., Mapping[str, Any] | None]
 WORKERS = 16
+# A child's change (a pod's phase, a Job's condition) runs its owner this soon: events of one change
+# (a gang's pods start together) come in bursts, and one reconcile sees them all.
+WAKE_SECONDS = 0.5
 log = logging.getLogger("vlmop.operator")
 
 
@@ -60,7 +63,7 @@ class WorkQueue:
         self.heap: list[tuple[float, int, Key]] = []
         self.order = itertools.count()
         self.resync = 10.0
-        self.wake: asyncio.Event | None = None
+        self.pending: asyncio.Event | None = None  # set when a key becomes due sooner
 
     def register(self, info: KindInfo) -> Callable[[Reconcile], Reconcile]:
         """Make `fn` the reconcile of `info`'s kind: kopf's watch events of its objects feed the queue."""
@@ -94,6 +97,16 @@ class WorkQueue:
             else:
                 self.at(key, 0.0)
 
+    def wake(self, key: Key) -> None:
+        """A child of `key` changed (the indexes have it already): run the owner soon."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return
+        if entry.running:
+            entry.dirty = True
+        else:
+            self.at(key, WAKE_SECONDS)
+
     def at(self, key: Key, delay: float) -> None:
         """Run `key` in `delay` seconds, or sooner if it is due sooner already."""
         entry = self.entries[key]
@@ -102,17 +115,17 @@ class WorkQueue:
             return
         entry.due = due
         heapq.heappush(self.heap, (due, next(self.order), key))
-        if self.wake:
-            self.wake.set()
+        if self.pending:
+            self.pending.set()
 
     async def run(self, indices: Mapping[str, Any], active: Callable[[], Awaitable[bool]]) -> None:
         """Run due keys forever; `active` says whether this replica may act (peering)."""
-        self.wake = asyncio.Event()
+        self.pending = asyncio.Event()
         slots = asyncio.Semaphore(WORKERS)
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="reconcile")
         loop = asyncio.get_running_loop()
         while True:
-            self.wake.clear()
+            self.pending.clear()
             while self.heap and self.heap[0][0] <= loop.time():
                 if not await active():  # paused for a peer: look again shortly
                     await asyncio.sleep(1.0)
@@ -127,7 +140,7 @@ class WorkQueue:
                 task.add_done_callback(lambda _: slots.release())
             delay = self.heap[0][0] - loop.time() if self.heap else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), delay)
+                await asyncio.wait_for(self.pending.wait(), delay)
 
     async def one(self, key: Key, entry: Entry, indices: Mapping[str, Any], pool: ThreadPoolExecutor) -> None:
         fn, body = self.reconcilers[entry.kind], entry.body

@@ -1,6 +1,7 @@
 """kopf indexes of what the operator owns, keyed by (namespace, owner kind, owner name): the children
 (for drift checks without reading them back) and the worker pods (for the gang's lifecycle). Handlers
-receive them as the `children` and `worker_pods` keyword arguments."""
+receive them as the `children` and `worker_pods` keyword arguments. A change of a Job, pod or
+Deployment also wakes its owner in the work queue (kopf indexes an event before its handlers run)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from vlmop.operator.availability import DeploymentView
 from vlmop.operator.builders.common import COMPONENT, HASH, MANAGED_BY, OWNER_KIND, OWNER_NAME
 from vlmop.operator.kube import ChildRef
 from vlmop.operator.lifecycle import JobView, PodView
+from vlmop.operator.workqueue import QUEUE
 
 SELECTOR: dict[str, Any] = {
     MANAGED_BY: "vlmop",
@@ -81,6 +83,13 @@ def termination_message(status: kopf.Status) -> str:
                 return f"{done.get('reason', 'Error')} (exit code {done.get('exitCode')})"
             return text if text.lstrip().startswith("{") else "\n".join(text.splitlines()[-8:])[-1024:]
     return ""
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=SELECTOR)
+@kopf.on.event("v1", "pods", labels=SELECTOR)
+@kopf.on.event("apps", "v1", "deployments", labels=SELECTOR)
+async def wake_owner(body: kopf.Body, **_: Any) -> None:
+    QUEUE.wake(owner_key(body))
 
 
 @kopf.index("apps", "v1", "deployments", id="deployments", labels=SELECTOR)

@@ -131,6 +131,9 @@ def test_deleting_a_cr_deletes_its_children(
             NS, {"metadata": {"name": name, "labels": labels, "ownerReferences": [ref]}}
         )
     cluster.wait_observed(PRETRAINJOB, "parent")
+    handled = cluster.get(PRETRAINJOB, "parent")["metadata"]
+    assert not handled.get("finalizers")  # nothing for the operator to do on deletion
+    assert not [a for a in handled.get("annotations") or {} if a.startswith("vlmop.io/")]  # no bookkeeping
     cluster.custom.delete_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "parent")
     selector = "vlmop.io/owner-name=parent"
     cluster.wait(
@@ -139,7 +142,26 @@ def test_deleting_a_cr_deletes_its_children(
         "the children to be garbage-collected",
     )
     with pytest.raises(ApiException):
-        cluster.get(PRETRAINJOB, "parent")  # no finalizer holds the CR: nothing to clean up yet
+        cluster.get(PRETRAINJOB, "parent")  # no finalizer holds the CR
+
+
+def test_the_finalizer_older_versions_left_is_lifted(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]]
+) -> None:
+    legacy = renamed(examples["pretrainjob"], "upgraded")
+    legacy["metadata"]["finalizers"] = ["vlmop.io/finalizer"]  # what kopf's timers put on every object
+    cluster.apply(legacy)
+    cluster.wait_observed(PRETRAINJOB, "upgraded")
+    cluster.custom.delete_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "upgraded")
+
+    def gone() -> bool:
+        try:
+            cluster.get(PRETRAINJOB, "upgraded")
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    cluster.wait(gone, 15, "the operator to lift the old finalizer and the object to go")
 
 
 def test_liveness_and_metrics_endpoints(cluster: LocalCluster, examples: dict[str, dict[str, Any]]) -> None:

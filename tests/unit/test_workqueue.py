@@ -144,6 +144,23 @@ def test_deleted_objects_are_forgotten_and_gone_ones_dropped() -> None:
     run(queue, scenario)
 
 
+def test_a_childs_change_wakes_its_owner_soon() -> None:
+    queue, runs = queue_with(lambda **_: None)
+
+    async def scenario() -> None:
+        queue.observe("Kind", "ADDED", obj("a", 1))
+        await asyncio.sleep(0.1)
+        queue.wake(("ns", "Kind", "a"))
+        queue.wake(("ns", "Kind", "a"))  # a burst of pod events: one reconcile
+        queue.wake(("ns", "Kind", "unknown"))  # an orphan's pod: nothing to run
+        await asyncio.sleep(0.3)
+        assert runs == [("a", "1")]  # not at once: WAKE_SECONDS gathers the burst
+        await asyncio.sleep(0.4)
+        assert runs == [("a", "1"), ("a", "1")]
+
+    run(queue, scenario)
+
+
 def test_the_memo_is_the_objects_own_between_rounds() -> None:
     def count(memo: dict[str, Any], **_: Any) -> None:
         memo["rounds"] = memo.get("rounds", 0) + 1
