@@ -102,14 +102,14 @@ class LocalCluster:
         self.client.close()  # type: ignore[no-untyped-call]
         self.server.stop()
 
-    def start_operator(self, timeout: float = 60) -> None:
-        """`python -m vlmop.operator --standalone` against this API server; waits for liveness."""
+    def start_operator(self, timeout: float = 60, standalone: bool = True) -> None:
+        """`python -m vlmop.operator [--standalone]` against this API server; waits for liveness."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         command = [
             sys.executable,
             "-m",
             "vlmop.operator",
-            "--standalone",
+            *(["--standalone"] if standalone else []),
             "--verbose",
             "--liveness",
             f"http://127.0.0.1:{self.liveness_port}/healthz",

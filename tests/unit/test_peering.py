@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
-from vlmop.operator.peering import outranked_by, urls
+from vlmop.operator import kube
+from vlmop.operator.peering import Gate, outranked_by, urls
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
@@ -35,3 +38,28 @@ def test_peering_objects() -> None:
         "/apis/kopf.dev/v1/namespaces/a/kopfpeerings/vlmop",
         "/apis/kopf.dev/v1/namespaces/b/kopfpeerings/vlmop",
     ]
+
+
+def test_the_gate_closes_without_its_peering_object_and_keeps_its_answer_on_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: list[Any] = []
+
+    def request(method: str, url: str) -> dict[str, Any]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return {"status": answer}
+
+    monkeypatch.setattr(kube, "request", request)
+    gate = Gate("me", 0, urls("vlmop", []))
+    answers.append({"me": peer(0, 1)})
+    assert gate.read() is True
+    gate.open = True
+    answers.append(ApiException(status=503, reason="unavailable"))
+    assert gate.read() is True  # unknown: the last answer stands
+    answers.append(ApiException(status=404, reason="not found"))
+    assert gate.read() is False  # kopf pauses without its peering object, and so do we
+    answers.append({"me": peer(0, 1), "twin": peer(0, 1)})
+    assert gate.read() is False
+    assert Gate("me", 0, None).objects is None  # standalone: no object to read
