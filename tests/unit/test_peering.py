@@ -51,15 +51,22 @@ def test_the_gate_closes_without_its_peering_object_and_keeps_its_answer_on_erro
             raise answer
         return {"status": answer}
 
+    def live(priority: int) -> dict[str, Any]:  # read() compares with the clock
+        return {
+            "priority": priority,
+            "lifetime": 60,
+            "lastseen": datetime.datetime.now(datetime.UTC).isoformat(),
+        }
+
     monkeypatch.setattr(kube, "request", request)
     gate = Gate("me", 0, urls("vlmop", []))
-    answers.append({"me": peer(0, 1)})
+    answers.append({"me": live(0), "lower": live(-5)})
     assert gate.read() is True
     gate.open = True
     answers.append(ApiException(status=503, reason="unavailable"))
     assert gate.read() is True  # unknown: the last answer stands
     answers.append(ApiException(status=404, reason="not found"))
     assert gate.read() is False  # kopf pauses without its peering object, and so do we
-    answers.append({"me": peer(0, 1), "twin": peer(0, 1)})
+    answers.append({"me": live(0), "twin": live(0)})
     assert gate.read() is False
     assert Gate("me", 0, None).objects is None  # standalone: no object to read
