@@ -143,11 +143,15 @@ def decide(
         elif _count(mine, "Running") + _count(mine, "Succeeded") >= nodes:
             phase = "Running"
             conditions.append(st.condition("Progressing", True, RUNNING, f"{nodes}/{nodes} workers running"))
+        elif phase == "Restarting":  # the restart's cause stays in the message until the new attempt runs
+            said = next((c for c in current.get("conditions", []) if c["type"] == "Progressing"), {})
+            why = said.get("message") if said.get("reason") == RESTARTING else None
+            message = why or f"{_count(mine, 'Running')}/{nodes} workers running"
+            conditions.append(st.condition("Progressing", True, RESTARTING, message))
         else:
-            running = _count(mine, "Running")
-            phase = "Restarting" if phase == "Restarting" else "Pending"
-            reason = RESTARTING if phase == "Restarting" else CREATED
-            conditions.append(st.condition("Progressing", True, reason, f"{running}/{nodes} workers running"))
+            phase = "Pending"
+            message = f"{_count(mine, 'Running')}/{nodes} workers running"
+            conditions.append(st.condition("Progressing", True, CREATED, message))
         if phase not in TERMINAL:
             if _suspended(status):
                 conditions.append(st.condition("Suspended", False, RESUMED, "workers started again"))

@@ -62,6 +62,20 @@ def test_a_failed_worker_restarts_the_group() -> None:
     assert d.events and "p1 (rank 1) failed: OOMKilled" in d.events[0][2]
 
 
+def test_the_restarts_cause_stays_until_the_new_attempt_runs() -> None:
+    failed = run({"phase": "Running", "restarts": 0}, workers=pods("Running", "Failed", message="OOMKilled"))
+    waiting = run(
+        failed.status, job=JobView("j-r1", "job-1"), workers=pods("Pending", "Running", uid="job-1")
+    )
+    progressing = next(c for c in waiting.status["conditions"] if c["type"] == "Progressing")
+    assert (waiting.status["phase"], progressing["reason"]) == ("Restarting", "Restarting")
+    assert "p1 (rank 1) failed: OOMKilled" in progressing["message"]
+    running = run(
+        waiting.status, job=JobView("j-r1", "job-1"), workers=pods("Running", "Running", uid="job-1")
+    )
+    assert running.status["phase"] == "Running" and conds(running)["Progressing"] == ("True", "Running")
+
+
 def test_a_failed_job_condition_counts_as_a_failure() -> None:
     d = run({"restarts": 0}, job=JobView("j-r0", "job-0", failed="BackoffLimitExceeded"))
     assert d.status["restarts"] == 1
