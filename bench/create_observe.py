@@ -4,7 +4,9 @@ operator running, at --rate creates per second (0: as fast as the client can), a
 - the latency from each create to its worker Job appearing (p50/p99; a watch in this process),
 - the API requests the operator made per object, by verb (writes: creates, status patches, other
   patches, deletes, events), against the target of one create per child plus one status write,
-- the operator's peak RSS.
+- the operator's peak RSS,
+- then, converged, its CPU share and API writes over --steady seconds of resync rounds (every object
+  reconciled every 10 s: each a read of the indexes, no request).
 Appends rows to bench/results.csv.
 
   python bench/create_observe.py                          # 1000 PretrainJobs, as fast as possible
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import os
 import statistics
 import sys
 import threading
@@ -82,7 +85,12 @@ def classify(request: Any, plural: str) -> str:
     return "other_writes"
 
 
-def main(count: int, example: str, rate: float) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def main(count: int, example: str, rate: float, steady: float) -> dict[str, float]:
     doc = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
     doc["spec"].pop("scheduling", None)  # no gang scheduler here: no PodGroup
     if doc["kind"] == "DvDDeployment":
@@ -121,11 +129,16 @@ def main(count: int, example: str, rate: float) -> dict[str, float]:
         time.sleep(2)  # let the last writes land before counting
         stop.set()
         assert cluster.operator is not None
-        status = Path(f"/proc/{cluster.operator.pid}/status").read_text()
-        rss_mib = int(status.split("VmHWM:")[1].split()[0]) / 1024
+        pid = cluster.operator.pid
         kinds = collections.Counter(
             classify(r, info.plural) for r in cluster.server.api._requests[requests_before:]
         )
+        settled, cpu_before = len(cluster.server.api._requests), cpu_seconds(pid)
+        time.sleep(steady)
+        cpu_share = (cpu_seconds(pid) - cpu_before) / steady
+        steady_writes = sum(r.method.value != "GET" for r in cluster.server.api._requests[settled:])
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss_mib = int(status.split("VmHWM:")[1].split()[0]) / 1024
     latencies = sorted(seen[name] - at for name, at in created.items() if name in seen)
     out = {
         "create_seconds": create_seconds,
@@ -134,6 +147,8 @@ def main(count: int, example: str, rate: float) -> dict[str, float]:
         "children_latency_p99_ms": 1000
         * latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
         "operator_peak_rss_mib": rss_mib,
+        "steady_cpu_percent": 100 * cpu_share,
+        "steady_writes": steady_writes,
     }
     for name in ("creates", "status_patches", "object_patches", "deletes", "events", "other_writes", "reads"):
         out[f"{name}_per_object"] = kinds.get(name, 0) / count
@@ -145,6 +160,7 @@ if __name__ == "__main__":
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--example", default="pretrainjob")
     p.add_argument("--rate", type=float, default=0.0, help="creates per second; 0: as fast as possible")
+    p.add_argument("--steady", type=float, default=30.0, help="seconds of converged resyncs to measure")
     args = p.parse_args()
     variant = f"{args.example} x{args.count}" + (f" at {args.rate:g}/s" if args.rate else "")
-    results_csv.append("create_observe", variant, main(args.count, args.example, args.rate))
+    results_csv.append("create_observe", variant, main(args.count, args.example, args.rate, args.steady))
