@@ -144,7 +144,9 @@ def decide(
             phase = "Running"
             conditions.append(st.condition("Progressing", True, RUNNING, f"{nodes}/{nodes} workers running"))
         elif phase == "Restarting":  # the restart's cause stays in the message until the new attempt runs
-            said = next((c for c in current.get("conditions", []) if c["type"] == "Progressing"), {})
+            said: dict[str, Any] = next(
+                (c for c in current.get("conditions", []) if c["type"] == "Progressing"), {}
+            )
             why = said.get("message") if said.get("reason") == RESTARTING else None
             message = why or f"{_count(mine, 'Running')}/{nodes} workers running"
             conditions.append(st.condition("Progressing", True, RESTARTING, message))

@@ -168,6 +168,15 @@ class LocalCluster:
             self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name),
         )
 
+    def exists(self, info: KindInfo, name: str, namespace: str = "default") -> bool:
+        try:
+            self.get(info, name, namespace)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     def wait_observed(self, info: KindInfo, name: str, timeout: float = 60) -> dict[str, Any]:
         """Wait until the operator has reconciled the current generation; return the object."""
         seen: dict[str, Any] = {}

@@ -153,15 +153,8 @@ def test_the_finalizer_older_versions_left_is_lifted(
     cluster.apply(legacy)
     cluster.wait_observed(PRETRAINJOB, "upgraded")
     cluster.custom.delete_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "upgraded")
-
-    def gone() -> bool:
-        try:
-            cluster.get(PRETRAINJOB, "upgraded")
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    cluster.wait(gone, 15, "the operator to lift the old finalizer and the object to go")
+    gone = "the operator to lift the old finalizer and the object to go"
+    cluster.wait(lambda: not cluster.exists(PRETRAINJOB, "upgraded"), 15, gone)
 
 
 def test_liveness_and_metrics_endpoints(cluster: LocalCluster, examples: dict[str, dict[str, Any]]) -> None:

@@ -69,16 +69,6 @@ def job(examples: dict[str, Any], name: str, **run_policy: Any) -> dict[str, Any
     return doc
 
 
-def exists(cluster: LocalCluster, name: str) -> bool:
-    try:
-        cluster.get(PRETRAINJOB, name)
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
-
-
 def test_a_replica_stands_aside_while_a_higher_priority_peer_lives(
     cluster: LocalCluster, examples: dict[str, Any], kubelet: Any, wait_for: Any
 ) -> None:
@@ -94,9 +84,9 @@ def test_a_replica_stands_aside_while_a_higher_priority_peer_lives(
     time.sleep(3)  # kopf's peering watch and the queue's gate (CHECK_SECONDS) have both seen it
     cluster.apply(job(examples, "second"))
     time.sleep(5)  # first's TTL passes while this replica stands aside
-    assert exists(cluster, "first")  # the queue's TTL round did not run
+    assert cluster.exists(PRETRAINJOB, "first")  # the queue's TTL round did not run
     assert not (cluster.get(PRETRAINJOB, "second").get("status") or {})  # kopf's watch paused
 
     set_peer(cluster, "higher", None)  # the peer is gone: this replica acts again
-    cluster.wait(lambda: not exists(cluster, "first"), 30, "the TTL deletion to run")
+    cluster.wait(lambda: not cluster.exists(PRETRAINJOB, "first"), 30, "the TTL deletion to run")
     wait_for(PRETRAINJOB, "second", "reconciled", observedGeneration=1)

@@ -184,13 +184,6 @@ def test_ttl_after_finished_deletes_the_finished_job(
     wait_for(PRETRAINJOB, "short-lived", "workers created", phase="Pending")
     for pod in kubelet.start("short-lived-r0"):
         kubelet.set(pod, "Succeeded", "")
-
-    def gone() -> bool:
-        try:
-            cluster.get(PRETRAINJOB, "short-lived")
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    cluster.wait(gone, 30, "the finished job to be deleted by its TTL")
+    gone = "the finished job to be deleted by its TTL"
+    cluster.wait(lambda: not cluster.exists(PRETRAINJOB, "short-lived"), 30, gone)
     cluster.wait(lambda: kubelet.jobs("short-lived") == [], 30, "its children to be collected")
