@@ -1,5 +1,6 @@
 """The one place that talks to the API server besides kopf itself: converge an owner's children to the
-desired manifests (create missing, replace drifted, delete orphans) and delete a finished owner.
+desired manifests (create missing, replace drifted, delete orphans), write an owner's status, post its
+Events, and delete a finished owner.
 
 Reads come from kopf indexes (handlers/children.py), so a converged reconcile makes no API call."""
 

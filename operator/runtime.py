@@ -34,8 +34,9 @@ def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
     # kopf only watches and indexes (the work queue reconciles), so it writes nothing to our objects;
     # it lifts this finalizer, which versions with kopf timers put on every object, when it sees one.
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    # HA: replicas elect through KopfPeering. Peering is mandatory unless --standalone: without the
-    # peering resource kopf stays paused instead of running as a second active replica.
+    # HA: replicas elect through KopfPeering (the work queue's gate reads the same object). Peering is
+    # mandatory unless --standalone: without the peering resource kopf stays paused instead of running
+    # as a second active replica.
     settings.peering.name = options.peering_name
     settings.peering.priority = options.priority
     settings.peering.standalone = options.standalone

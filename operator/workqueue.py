@@ -49,6 +49,13 @@ class Entry:
     memo: dict[str, Any] = field(default_factory=dict)
 
 
+class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes each line with the object's namespace/name, as kopf's object loggers do."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{(self.extra or {}).get('object')}] {msg}", kwargs
+
+
 def newer(candidate: Mapping[str, Any], known: Mapping[str, Any]) -> bool:
     """Whether `candidate` is a later state than `known`. resourceVersion is etcd's revision; an echo
     of our own status write (or an older event still in flight) is not news."""
@@ -145,7 +152,7 @@ class WorkQueue:
     async def one(self, key: Key, entry: Entry, indices: Mapping[str, Any], pool: ThreadPoolExecutor) -> None:
         fn, body = self.reconcilers[entry.kind], entry.body
         delay, gone = self.resync, False
-        logger = logging.LoggerAdapter(log, {"object": f"{key[0]}/{key[2]}"})
+        logger = ObjectLogger(log, {"object": f"{key[0]}/{key[2]}"})
         try:
             written = await asyncio.get_running_loop().run_in_executor(
                 pool, lambda: fn(body=kopf.Body(cast(Any, body)), logger=logger, memo=entry.memo, **indices)
@@ -156,7 +163,7 @@ class WorkQueue:
         except kube.Gone:  # deleted while we were away from its watch: forgotten
             gone = not entry.dirty
         except Exception as error:  # a bug must not stop the queue: logged, retried with backoff
-            delay = self.failed(key, entry, error)
+            delay = self.failed(logger, entry, error)
         entry.running = False
         if self.entries.get(key) is entry:  # not deleted (or replaced) meanwhile
             if gone:
@@ -165,14 +172,13 @@ class WorkQueue:
                 self.at(key, 0.0 if entry.dirty else delay)
         entry.dirty = False
 
-    def failed(self, key: Key, entry: Entry, error: Exception) -> float:
+    def failed(self, logger: ObjectLogger, entry: Entry, error: Exception) -> float:
         entry.failures += 1
         delay = kube.retry_delay(error, entry.failures)
-        where = f"{key[0]}/{key[2]}"
         if isinstance(error, ApiException) and error.status in kube.TRANSIENT:
-            log.warning("[%s] API %s (%s); again in %g s", where, error.status, error.reason, delay)
+            logger.warning("API %s (%s); again in %g s", error.status, error.reason, delay)
         else:
-            log.error("[%s] reconcile failed; again in %g s", where, delay, exc_info=error)
+            logger.error("reconcile failed; again in %g s", delay, exc_info=error)
         return delay
 
 

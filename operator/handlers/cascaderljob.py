@@ -5,7 +5,6 @@ status. Run by the work queue on changes and every resync, like PretrainJob."""
 from __future__ import annotations
 
 import datetime
-import logging
 from typing import Any
 
 import kopf
@@ -15,7 +14,7 @@ from vlmop.operator.api import CASCADERLJOB as KIND
 from vlmop.operator.api import CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
 from vlmop.operator.reconcile import Written, parse_spec, write_status
-from vlmop.operator.workqueue import QUEUE
+from vlmop.operator.workqueue import QUEUE, ObjectLogger
 
 ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
 JOB_KEYS = ("meanRewardBySource", "clipFraction", "policyVersion")  # status fields as rank 0 names them
@@ -24,7 +23,7 @@ JOB_KEYS = ("meanRewardBySource", "clipFraction", "policyVersion")  # status fie
 @QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
-    logger: logging.LoggerAdapter[logging.Logger],
+    logger: ObjectLogger,
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],

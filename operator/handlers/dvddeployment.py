@@ -6,7 +6,6 @@ the index (a converged round makes no API call)."""
 from __future__ import annotations
 
 import datetime
-import logging
 import time
 from typing import Any
 
@@ -19,13 +18,13 @@ from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
 from vlmop.operator.builders.autoscaling import SCALED
 from vlmop.operator.reconcile import Written, parse_spec, write_status
-from vlmop.operator.workqueue import QUEUE
+from vlmop.operator.workqueue import QUEUE, ObjectLogger
 
 
 @QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
-    logger: logging.LoggerAdapter[logging.Logger],
+    logger: ObjectLogger,
     children: kopf.Index[Any, kube.ChildRef],
     deployments: kopf.Index[Any, availability.DeploymentView],
     memo: dict[str, Any],

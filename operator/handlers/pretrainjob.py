@@ -7,7 +7,6 @@ The work queue runs it on every change of the object and, for pods that change u
 from __future__ import annotations
 
 import datetime
-import logging
 from typing import Any
 
 import kopf
@@ -18,13 +17,13 @@ from vlmop.operator.api import PretrainJobSpec
 from vlmop.operator.builders import gang as gangs
 from vlmop.operator.builders import pretrainjob as build
 from vlmop.operator.reconcile import Written, parse_spec, write_status
-from vlmop.operator.workqueue import QUEUE
+from vlmop.operator.workqueue import QUEUE, ObjectLogger
 
 
 @QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
-    logger: logging.LoggerAdapter[logging.Logger],
+    logger: ObjectLogger,
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
