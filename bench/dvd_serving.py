@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
-from vlmop.operator.localapi.cluster import free_port, wait_ready
+from vlmop.operator.localapi.loopback import free_port, wait_ready
 from vlmop.workloads.serving.model import save_tiny, small_config, tiny_config
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
-from vlmop.operator.localapi.cluster import free_port, wait_ready
+from vlmop.operator.localapi.loopback import free_port, wait_ready
 
 PHASES = ("rollout", "reward", "update", "publish")
 

@@ -30,7 +30,7 @@ import psutil
 from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator import kube
-from vlmop.operator.localapi.cluster import free_port
+from vlmop.operator.localapi.loopback import free_port
 
 INDEX = "batch.kubernetes.io/job-completion-index"
 SELECTOR = "app.kubernetes.io/managed-by=vlmop"

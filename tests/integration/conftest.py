@@ -10,7 +10,8 @@ import pytest
 from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api
 
 from vlmop.operator.api import KindInfo
-from vlmop.operator.localapi.cluster import LocalCluster, free_port
+from vlmop.operator.localapi.cluster import LocalCluster
+from vlmop.operator.localapi.loopback import free_port
 from vlmop.workloads.common.progress import Reporter
 
 NS = "default"

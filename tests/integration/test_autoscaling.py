@@ -18,7 +18,8 @@ import pytest
 from kubernetes.client import ApiException, AppsV1Api
 
 from vlmop.operator.api import DVDDEPLOYMENT
-from vlmop.operator.localapi.cluster import LocalCluster, free_port, wait_ready
+from vlmop.operator.localapi.cluster import LocalCluster
+from vlmop.operator.localapi.loopback import free_port, wait_ready
 
 NS = "default"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from vlmop.operator.api import PRETRAINJOB
-from vlmop.operator.localapi.cluster import LocalCluster, free_port
+from vlmop.operator.localapi.cluster import LocalCluster
+from vlmop.operator.localapi.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

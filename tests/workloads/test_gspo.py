@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from vlmop.operator.localapi.cluster import free_port, wait_ready
+from vlmop.operator.localapi.loopback import free_port, wait_ready
 
 STEPS = 12
 PRESET = "tiny-vl"  # the LLaVA-style tiny VLM (ViT + projector + LM), sampling on text prompts

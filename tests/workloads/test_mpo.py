@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from vlmop.operator.localapi.cluster import free_port
+from vlmop.operator.localapi.loopback import free_port
 from vlmop.workloads.common import checkpoint
 from vlmop.workloads.pretrain import models
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from vlmop.operator import progress
-from vlmop.operator.localapi.cluster import free_port
+from vlmop.operator.localapi.loopback import free_port
 
 STEPS = 12
 COMMON = [

@@ -34,7 +34,7 @@ from vlmop.workloads.pretrain.data import Tokenizer, tokenizer_for
 from vlmop.workloads.serving import http
 from vlmop.workloads.serving.features import Features
 from vlmop.workloads.serving.metrics import Metrics, metrics_handler
-from vlmop.workloads.serving.model import load_language
+from vlmop.workloads.serving.model import default_device, load_language
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 4096
@@ -105,8 +105,9 @@ class LanguageService:
     """The language model, sampling one request at a time; used by the stand-in server and, in one
     process, by the coupled baseline."""
 
-    def __init__(self, directory: Path) -> None:
-        self.model = load_language(directory)
+    def __init__(self, directory: Path, device: str | None = None) -> None:
+        self.device = torch.device(device or default_device())
+        self.model = load_language(directory).to(self.device)
         self.tokenizer: Tokenizer = tokenizer_for(directory)
         self.image_token = int(self.model.config.image_token_id)
         self.width = int(self.model.config.text_config.hidden_size)
@@ -129,11 +130,13 @@ class LanguageService:
             else:
                 ids += [self.image_token] * piece.tokens.shape[0]
                 images.append(piece.tokens)
-        tokens = torch.tensor([ids])
+        tokens = torch.tensor([ids], device=self.device)
         embeds = self.model.get_input_embeddings()(tokens)
         if images:
             mask = tokens == self.image_token
-            embeds = embeds.masked_scatter(mask.unsqueeze(-1), torch.cat(images).to(embeds.dtype))
+            embeds = embeds.masked_scatter(
+                mask.unsqueeze(-1), torch.cat(images).to(self.device, embeds.dtype)
+            )
         result: torch.Tensor = embeds
         return result
 
@@ -141,7 +144,8 @@ class LanguageService:
     def generate(self, chat: Chat) -> Iterator[int]:
         """Sampled token ids, one at a time (the KV cache carries the prefix)."""
         with self.lock:
-            generator = torch.Generator().manual_seed(chat.seed) if chat.seed is not None else None
+            seed = chat.seed
+            generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
             out = self.model(inputs_embeds=self.embed(chat.pieces), use_cache=True)
             for _ in range(chat.max_tokens):
                 logits = out.logits[0, -1].float()
@@ -154,7 +158,9 @@ class LanguageService:
                 if token == self.tokenizer.eos_id:
                     return
                 out = self.model(
-                    input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True
+                    input_ids=torch.tensor([[token]], device=self.device),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
                 )
 
     async def stream(self, chat: Chat) -> AsyncIterator[str]:
@@ -280,10 +286,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, required=True, help="InternVL checkpoint directory")
     p.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a pod's server)
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default=None, help="torch device; default: cuda when there is one")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(app(LanguageService(args.model)), host=args.host, port=args.port, print=None)
+        web.run_app(app(LanguageService(args.model, args.device)), host=args.host, port=args.port, print=None)
 
 
 if __name__ == "__main__":

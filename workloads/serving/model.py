@@ -148,6 +148,11 @@ class VisionParts(torch.nn.Module):
         return grid
 
 
+def default_device() -> str:
+    """Where a pool's model runs unless told: its GPU when the pod has one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_language(directory: Path) -> Any:
     from transformers import InternVLForConditionalGeneration
 

@@ -32,7 +32,7 @@ from vlmop.kernels import compress_tiles
 from vlmop.workloads.serving import http, images
 from vlmop.workloads.serving.features import MEDIA_TYPE, Features
 from vlmop.workloads.serving.metrics import Metrics, metrics_handler
-from vlmop.workloads.serving.model import VisionParts
+from vlmop.workloads.serving.model import VisionParts, default_device
 
 log = logging.getLogger(__name__)
 DETAIL_SCALE = 0.03
@@ -63,8 +63,15 @@ class VisionService:
     """Tiling, batching and encoding; used by the vision server and, in one process, the coupled
     baseline."""
 
-    def __init__(self, directory: Path, settings: VisionSettings, dtype: torch.dtype = torch.float32) -> None:
-        self.parts = VisionParts(directory, settings.vir).to(dtype)
+    def __init__(
+        self,
+        directory: Path,
+        settings: VisionSettings,
+        dtype: torch.dtype = torch.float32,
+        device: str | None = None,
+    ) -> None:
+        self.device = torch.device(device or default_device())
+        self.parts = VisionParts(directory, settings.vir).to(self.device, dtype)
         self.settings = settings
         self.queue: asyncio.Queue[tuple[torch.Tensor, torch.Tensor, asyncio.Future[Features]]] | None = None
         self.metrics = Metrics("vision")
@@ -127,15 +134,15 @@ class VisionService:
         parts = self.parts
         width = int(parts.config.text_config.hidden_size)
         with torch.no_grad():
-            grid = parts.features(pixels)
-            packed = compress_tiles(grid, rates)
+            grid = parts.features(pixels.to(self.device, non_blocking=True))
+            packed = compress_tiles(grid, rates.to(self.device))
             by2 = parts.projector(packed.by2) if len(packed.by2) else grid.new_zeros(0, width)
             by4 = grid.new_zeros(0, width)
             if len(packed.by4):
                 assert parts.projector16 is not None  # rates are all 2 without ViR
                 by4 = parts.projector16(packed.by4)
             tokens = packed.merge(by2, by4)
-        return tokens, packed.offsets.diff()
+        return tokens.cpu(), packed.offsets.diff().cpu()  # to the wire (and the batcher's slicing)
 
 
 def app(service: VisionService) -> web.Application:
@@ -182,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-image-bytes", type=int, default=images.Limits.max_bytes)
     p.add_argument("--max-image-pixels", type=int, default=images.Limits.max_pixels)
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--device", default=None, help="torch device; default: cuda when there is one")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = VisionSettings(
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         args.vir_threshold,
         images.Limits(args.max_image_bytes, args.max_image_pixels),
     )
-    service = VisionService(args.model, settings, getattr(torch, args.dtype))
+    service = VisionService(args.model, settings, getattr(torch, args.dtype), args.device)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(app(service), host=args.host, port=args.port, print=None)
 
