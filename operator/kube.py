@@ -6,7 +6,6 @@ Reads come from kopf indexes (handlers/children.py), so a converged reconcile ma
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import socket
@@ -18,6 +17,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from vlmop.operator import status
 from vlmop.operator.builders.common import HASH, Manifest
 
 _client: kubernetes.client.ApiClient | None = None
@@ -168,9 +168,10 @@ TRANSIENT = frozenset({409, 429, 500, 502, 503, 504})
 def retry_delay(error: Exception, failures: int) -> float:
     """How long until the next try after `failures` failures in a row: a throttled request waits the
     server's Retry-After; anything else 1, 2, 4 ... 60 s."""
-    after = (error.headers or {}).get("Retry-After") if isinstance(error, ApiException) else None
-    if after and after.isdigit() and error.status == 429:  # type: ignore[attr-defined]
-        return float(after)
+    if isinstance(error, ApiException) and error.status == 429:
+        after = (error.headers or {}).get("Retry-After")
+        if after and after.isdigit():
+            return float(after)
     return float(min(60, 2 ** (failures - 1)))
 
 
@@ -193,8 +194,7 @@ def patch_status(owner: Mapping[str, Any], plural: str, changes: Mapping[str, An
 
 def event(owner: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     """Post a core/v1 Event about the owner; a failure to post is logged, never fatal."""
-    meta = owner["metadata"]
-    at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    meta, at = owner["metadata"], status.now()
     ref = {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")}
     body = {
         "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
