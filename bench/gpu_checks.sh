@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, for a machine that has torch and triton but no package index (the device
 # tool's): the repo goes on PYTHONPATH as the `vlmop` namespace, and wheels in .whl/ (Liger-Kernel,
-# pytest-asyncio) are installed when there.
+# pytest-asyncio, DeepSpeed and pydantic) are installed when there.
 #   kernels: the kernel tests on compiled Triton (CI runs them in Triton's interpreter), and the
 #            log-prob benchmark against the naive path and Liger-Kernel;
-#   serving: the serving tests with the models on the GPU, and the DvD serving benchmark.
+#   serving: the serving tests with the models on the GPU, and the DvD serving benchmark;
+#   trainer: the trainer's tokens/s and MFU against a plain loop, Qwen2.5-0.5B's shape, bf16.
 #
-#   bash bench/gpu_checks.sh [OUT_DIR] [kernels] [serving]   # default: both; results.csv lands in OUT_DIR
+#   bash bench/gpu_checks.sh [OUT_DIR] [kernels] [serving] [trainer]   # default: all; results.csv to OUT_DIR
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/bench}
 shift || true
-parts=${*:-kernels serving}
+parts=${*:-kernels serving trainer}
 site=$(mktemp -d)
 mkdir -p "$site/vlmop"
 for d in operator workloads kernels integrations; do ln -s "$root/$d" "$site/vlmop/$d"; done
@@ -34,5 +35,9 @@ fi
 if [[ " $parts " == *" serving "* ]]; then
   python3 -m pytest -q -p no:cacheprovider --tb=short --confcutdir=tests/workloads tests/workloads/test_serving.py
   python3 bench/dvd_serving.py
+fi
+if [[ " $parts " == *" trainer "* ]]; then
+  python3 bench/pretrain_overhead.py --preset qwen2.5-0.5b --precision bf16 --seq-length 2048 \
+    --micro-batch-size 8 --zero-stage 2 --steps 30 --measure 10
 fi
 cp bench/results.csv "$out/results.csv" 2>/dev/null || true

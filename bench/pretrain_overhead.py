@@ -108,6 +108,8 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
     base = plain(args)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # what the baseline's allocator keeps, the trainer's process needs
     with tempfile.TemporaryDirectory() as tmp:
         ours = trainer(args, Path(tmp))
     shape = f"seq{args.seq_length} mbs{args.micro_batch_size} zero{args.zero_stage}"
