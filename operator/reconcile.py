@@ -6,7 +6,7 @@ Failed/InvalidSpec plus a Warning Event, never an exception loop."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import kopf
@@ -34,15 +34,19 @@ def _parse(model: type[SpecT], spec: Mapping[str, Any]) -> tuple[SpecT | None, s
         )
 
 
-def parse_spec(
-    info: KindInfo, model: type[SpecT], body: kopf.Body, logger: Any, outcome: metrics.Outcome
-) -> tuple[SpecT | None, Written]:
-    """The typed spec (parsed once); None after marking the object Failed/InvalidSpec instead."""
-    spec, errors = _parse(model, body.get("spec") or {})
-    if errors:
-        outcome.result = "invalid"
-        return None, reject(info, body, errors, logger)
-    return spec, None
+def typed(info: KindInfo, fn: Callable[..., Written]) -> Callable[..., Written]:
+    """`fn` called with the spec parsed once (`spec=`), counted and timed per kind; an invalid spec
+    marks the object Failed/InvalidSpec instead of calling it."""
+
+    def reconcile(body: kopf.Body, logger: Any, **kwargs: Any) -> Written:
+        with metrics.reconciling(info.kind) as outcome:
+            spec, errors = _parse(info.spec, body.get("spec") or {})
+            if errors:
+                outcome.result = "invalid"
+                return reject(info, body, errors, logger)
+            return fn(body=body, spec=spec, logger=logger, **kwargs)
+
+    return reconcile
 
 
 def invalid_status(body: Mapping[str, Any], errors: str, at: str) -> status.Status:

@@ -25,12 +25,13 @@ from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator import kube
 from vlmop.operator.api import GROUP, VERSION, KindInfo
+from vlmop.operator.reconcile import Written, typed
 
 Key = tuple[str, str, str]  # namespace, kind, name
 Body = dict[str, Any]
 # A kind's reconcile: the object, the operator's indexes by name and the object's memo (what the
 # operator remembers between rounds); returns the object as its status write left it, if it wrote.
-Reconcile = Callable[..., Mapping[str, Any] | None]
+Reconcile = Callable[..., Written]
 WORKERS = 16
 # A child's change (a pod's phase, a Job's condition) runs its owner this soon: events of one change
 # (a gang's pods start together) come in bursts, and one reconcile sees them all.
@@ -73,10 +74,11 @@ class WorkQueue:
         self.pending: asyncio.Event | None = None  # set when a key becomes due sooner
 
     def register(self, info: KindInfo) -> Callable[[Reconcile], Reconcile]:
-        """Make `fn` the reconcile of `info`'s kind: kopf's watch events of its objects feed the queue."""
+        """Make `fn` the reconcile of `info`'s kind (its spec parsed: reconcile.typed); kopf's watch
+        events of its objects feed the queue."""
 
         def decorate(fn: Reconcile) -> Reconcile:
-            self.reconcilers[info.kind] = fn
+            self.reconcilers[info.kind] = typed(info, fn)
 
             @kopf.on.event(GROUP, VERSION, info.plural, id=f"queue-{info.plural}")
             async def observe(event: kopf.RawEvent, **_: Any) -> None:

@@ -13,7 +13,7 @@ from vlmop.operator import cascade, kube, lifecycle, metrics, progress
 from vlmop.operator.api import CASCADERLJOB as KIND
 from vlmop.operator.api import CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
-from vlmop.operator.reconcile import Written, parse_spec, write_status
+from vlmop.operator.reconcile import Written, write_status
 from vlmop.operator.workqueue import QUEUE, ObjectLogger
 
 ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
@@ -23,47 +23,44 @@ JOB_KEYS = ("meanRewardBySource", "clipFraction", "policyVersion")  # status fie
 @QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
+    spec: CascadeRLJobSpec,
     logger: ObjectLogger,
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
     **_: Any,
 ) -> Written:
-    with metrics.reconciling(KIND.kind) as outcome:
-        spec, rejected = parse_spec(KIND, CascadeRLJobSpec, body, logger, outcome)
-        if spec is None:
-            return rejected
-        namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-        key = (namespace, KIND.kind, name)
-        current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
-        jobs = {j.name: j for j in worker_jobs.get(key, [])}
-        decision = cascade.decide(
-            spec=spec,
-            status=current,
-            generation=body.metadata.get("generation"),
-            job_of=lambda i, attempt: jobs.get(build.stage_job(body, i, attempt)),
-            pods=list(worker_pods.get(key, [])),
-            now=at,
-            export_of=lambda i: build.export_dir(spec, spec.stages[i]),
-        )
-        if decision.delete_self:
-            logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
-            kube.delete_owner(body, KIND.plural)
-            return None
-        desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
-        keep = build.finished_jobs(body, decision.finished)
-        try:
-            writes = kube.converge(namespace, desired, children.get(key, []), keep)
-            metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
-        except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
-            # The same status and events, seen as one gang's decision.
-            gang = lifecycle.Decision(decision.status, decision.workers, events=decision.events)
-            generation = body.metadata.get("generation")
-            lifecycle.blocked(gang, current, "GangSchedulerMissing", str(missing), generation, at)
-        report(decision, spec.metrics_port)
-        for type_, reason, message in decision.events:
-            kube.event(body, type_, reason, message)
-        return write_status(KIND, body, decision.status)
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    key = (namespace, KIND.kind, name)
+    current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
+    jobs = {j.name: j for j in worker_jobs.get(key, [])}
+    decision = cascade.decide(
+        spec=spec,
+        status=current,
+        generation=body.metadata.get("generation"),
+        job_of=lambda i, attempt: jobs.get(build.stage_job(body, i, attempt)),
+        pods=list(worker_pods.get(key, [])),
+        now=at,
+        export_of=lambda i: build.export_dir(spec, spec.stages[i]),
+    )
+    if decision.delete_self:
+        logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
+        kube.delete_owner(body, KIND.plural)
+        return None
+    desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
+    keep = build.finished_jobs(body, decision.finished)
+    try:
+        writes = kube.converge(namespace, desired, children.get(key, []), keep)
+        metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+    except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
+        # The same status and events, seen as one gang's decision.
+        gang = lifecycle.Decision(decision.status, decision.workers, events=decision.events)
+        generation = body.metadata.get("generation")
+        lifecycle.blocked(gang, current, "GangSchedulerMissing", str(missing), generation, at)
+    report(decision, spec.metrics_port)
+    for type_, reason, message in decision.events:
+        kube.event(body, type_, reason, message)
+    return write_status(KIND, body, decision.status)
 
 
 def report(decision: cascade.Decision, port: int) -> None:

@@ -17,49 +17,44 @@ from vlmop.operator.api import DvDDeploymentSpec
 from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
 from vlmop.operator.builders.autoscaling import SCALED
-from vlmop.operator.reconcile import Written, parse_spec, write_status
+from vlmop.operator.reconcile import Written, write_status
 from vlmop.operator.workqueue import QUEUE, ObjectLogger
 
 
 @QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
+    spec: DvDDeploymentSpec,
     logger: ObjectLogger,
     children: kopf.Index[Any, kube.ChildRef],
     deployments: kopf.Index[Any, availability.DeploymentView],
     memo: dict[str, Any],
     **_: Any,
 ) -> Written:
-    with metrics.reconciling(KIND.kind) as outcome:
-        spec, rejected = parse_spec(KIND, DvDDeploymentSpec, body, logger, outcome)
-        if spec is None:
-            return rejected
-        namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-        key, now = (namespace, KIND.kind, name), datetime.datetime.now(datetime.UTC)
-        seen = {d.component: d for d in deployments.get(key, [])}
-        status, events = dict(body.get("status") or {}), []
-        if spec.autoscaling.mode == "operator":
-            state = memo.setdefault("autoscaler", evaluate.State())
-            names = {p: build.pool_name(body, p) for p in SCALED}
-            current = {p: seen[p].replicas for p in SCALED if p in seen}
-            ready = {p: seen[p].ready for p in SCALED if p in seen}
-            events = evaluate.run(
-                spec, namespace, names, current, ready, status, state, time.monotonic(), now
-            )
-        desired = build.children(body, spec, evaluate.desired(spec, status))
-        try:
-            writes = kube.converge(namespace, desired, children.get(key, []))
-            metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
-        except kube.MissingAPI as missing:  # KEDA not installed: said in status, rechecked later
-            events.append(("Warning", "AutoscalerMissing", str(missing)))
-        status = availability.decide(
-            build.POOLS,
-            seen,
-            status,
-            body.metadata.get("generation"),
-            build.endpoint(body, spec),
-            now,
-        )
-        for type_, reason, message in events:
-            kube.event(body, type_, reason, message)
-        return write_status(KIND, body, status)
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    key, now = (namespace, KIND.kind, name), datetime.datetime.now(datetime.UTC)
+    seen = {d.component: d for d in deployments.get(key, [])}
+    status, events = dict(body.get("status") or {}), []
+    if spec.autoscaling.mode == "operator":
+        state = memo.setdefault("autoscaler", evaluate.State())
+        names = {p: build.pool_name(body, p) for p in SCALED}
+        current = {p: seen[p].replicas for p in SCALED if p in seen}
+        ready = {p: seen[p].ready for p in SCALED if p in seen}
+        events = evaluate.run(spec, namespace, names, current, ready, status, state, time.monotonic(), now)
+    desired = build.children(body, spec, evaluate.desired(spec, status))
+    try:
+        writes = kube.converge(namespace, desired, children.get(key, []))
+        metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+    except kube.MissingAPI as missing:  # KEDA not installed: said in status, rechecked later
+        events.append(("Warning", "AutoscalerMissing", str(missing)))
+    status = availability.decide(
+        build.POOLS,
+        seen,
+        status,
+        body.metadata.get("generation"),
+        build.endpoint(body, spec),
+        now,
+    )
+    for type_, reason, message in events:
+        kube.event(body, type_, reason, message)
+    return write_status(KIND, body, status)

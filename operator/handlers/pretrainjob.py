@@ -16,53 +16,48 @@ from vlmop.operator.api import PRETRAINJOB as KIND
 from vlmop.operator.api import PretrainJobSpec
 from vlmop.operator.builders import gang as gangs
 from vlmop.operator.builders import pretrainjob as build
-from vlmop.operator.reconcile import Written, parse_spec, write_status
+from vlmop.operator.reconcile import Written, write_status
 from vlmop.operator.workqueue import QUEUE, ObjectLogger
 
 
 @QUEUE.register(KIND)
 def reconcile(
     body: kopf.Body,
+    spec: PretrainJobSpec,
     logger: ObjectLogger,
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
     **_: Any,
 ) -> Written:
-    with metrics.reconciling(KIND.kind) as outcome:
-        spec, rejected = parse_spec(KIND, PretrainJobSpec, body, logger, outcome)
-        if spec is None:
-            return rejected
-        namespace, name = str(body.metadata.namespace), str(body.metadata.name)
-        key = (namespace, KIND.kind, name)
-        current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
-        attempt_job = gangs.job_name(name, int(current.get("restarts") or 0))
-        decision = lifecycle.decide(
-            policy=spec.run_policy,
-            nodes=spec.topology.nodes,
-            status=current,
-            generation=body.metadata.get("generation"),
-            job=next((j for j in worker_jobs.get(key, []) if j.name == attempt_job), None),
-            pods=list(worker_pods.get(key, [])),
-            now=at,
+    namespace, name = str(body.metadata.namespace), str(body.metadata.name)
+    key = (namespace, KIND.kind, name)
+    current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
+    attempt_job = gangs.job_name(name, int(current.get("restarts") or 0))
+    decision = lifecycle.decide(
+        policy=spec.run_policy,
+        nodes=spec.topology.nodes,
+        status=current,
+        generation=body.metadata.get("generation"),
+        job=next((j for j in worker_jobs.get(key, []) if j.name == attempt_job), None),
+        pods=list(worker_pods.get(key, [])),
+        now=at,
+    )
+    if decision.delete_self:
+        logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
+        kube.delete_owner(body, KIND.plural)
+        return None
+    desired = build.children(body, spec, decision.status["restarts"], decision.workers)
+    try:
+        metrics.CHILD_WRITES.labels(KIND.kind).inc(kube.converge(namespace, desired, children.get(key, [])))
+    except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
+        lifecycle.blocked(
+            decision, current, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
         )
-        if decision.delete_self:
-            logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
-            kube.delete_owner(body, KIND.plural)
-            return None
-        desired = build.children(body, spec, decision.status["restarts"], decision.workers)
-        try:
-            metrics.CHILD_WRITES.labels(KIND.kind).inc(
-                kube.converge(namespace, desired, children.get(key, []))
-            )
-        except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
-            lifecycle.blocked(
-                decision, current, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
-            )
-        report(decision, spec.metrics_port)
-        for type_, reason, message in decision.events:
-            kube.event(body, type_, reason, message)
-        return write_status(KIND, body, decision.status)
+    report(decision, spec.metrics_port)
+    for type_, reason, message in decision.events:
+        kube.event(body, type_, reason, message)
+    return write_status(KIND, body, decision.status)
 
 
 def report(decision: lifecycle.Decision, port: int) -> None:
