@@ -60,7 +60,8 @@ def client() -> kubernetes.client.ApiClient:
 
 def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    plural = kind.lower() + ("es" if kind.endswith("s") else "s")  # Service, ConfigMap, Job, PodGroup
+    lower = kind.lower()  # Service, ConfigMap, Job, PodGroup, NetworkPolicy
+    plural = lower[:-1] + "ies" if lower.endswith("y") else lower + ("es" if lower.endswith("s") else "s")
     return f"{base}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
 
 

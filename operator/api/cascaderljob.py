@@ -12,6 +12,7 @@ from vlmop.operator.api.common import (
     BaseStatus,
     JobPhase,
     KindInfo,
+    NetworkPolicy,
     Placement,
     RunPolicy,
     Scheduling,
@@ -238,6 +239,9 @@ class CascadeRLJobSpec(TrainerSpec):
     run_policy: RunPolicy = sub(RunPolicy, "Deadlines, clean-up and suspension of the whole job.")
     scheduling: Scheduling = sub(Scheduling, "Gang scheduling and priority of the trainer.")
     metrics_port: int = Field(9400, ge=1024, le=65535, description="Port of rank 0's metrics endpoint.")
+    network_policy: NetworkPolicy = sub(
+        NetworkPolicy, "Who may reach a gspo stage's rollout and verifier pools: its trainer's pods only."
+    )
 
 
 class StageStatus(ApiModel):

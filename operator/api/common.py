@@ -156,6 +156,49 @@ class Scheduling(ApiModel):
     )
 
 
+class LabelSelector(ApiModel):
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels to match; empty matches every object."
+    )
+
+
+class NetworkPeer(ApiModel):
+    """A NetworkPolicyPeer: pods by label, in namespaces by label (both: those pods in those namespaces)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.namespaceSelector) || has(self.podSelector)",
+                    "set namespaceSelector, podSelector or both",
+                )
+            ]
+        }
+    )
+
+    namespace_selector: LabelSelector | None = Field(
+        None,
+        description="Namespaces of the peer, e.g. {matchLabels: {kubernetes.io/metadata.name: monitoring}}; "
+        "unset: the resource's own namespace.",
+    )
+    pod_selector: LabelSelector | None = Field(
+        None, description="Pods of the peer; unset: every pod of the selected namespaces."
+    )
+
+
+class NetworkPolicy(ApiModel):
+    """One NetworkPolicy per server pool, so only the pool's own clients reach its port (which also
+    serves control routes, such as a rollout server's weight reload)."""
+
+    enabled: bool = Field(True, description="Create the NetworkPolicies (the CNI must enforce them).")
+    metrics_from: list[NetworkPeer] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Extra peers allowed on the restricted pools' ports (which also serve /metrics), e.g. "
+        "the Prometheus that scrapes them.",
+    )
+
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 JobPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 

@@ -7,7 +7,16 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from vlmop.operator.api.common import ApiModel, BaseStatus, KindInfo, Placement, SecretKeyRef, cel, sub
+from vlmop.operator.api.common import (
+    ApiModel,
+    BaseStatus,
+    KindInfo,
+    NetworkPolicy,
+    Placement,
+    SecretKeyRef,
+    cel,
+    sub,
+)
 
 _REPLICA_BOUNDS = cel(
     "self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"
@@ -132,6 +141,11 @@ class DvDDeploymentSpec(ApiModel):
     language: LanguagePool = Field(description="Language model pool on vLLM.")
     gateway: Gateway = Field(description="OpenAI-compatible front door.")
     autoscaling: Autoscaling = sub(Autoscaling, "How the two pools are scaled.")
+    network_policy: NetworkPolicy = sub(
+        NetworkPolicy,
+        "Who may reach the pools: only the gateway's pods the vision and language pools, anyone the "
+        "gateway's port.",
+    )
 
 
 class PoolStatus(ApiModel):

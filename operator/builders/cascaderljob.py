@@ -15,6 +15,7 @@ from typing import Any
 from vlmop.operator.api.cascaderljob import CascadeRLJobSpec, Stage
 from vlmop.operator.api.common import Volume
 from vlmop.operator.builders import gang as gangs
+from vlmop.operator.builders import networkpolicy
 from vlmop.operator.builders import pool as pools
 from vlmop.operator.builders.common import Manifest, owned
 from vlmop.operator.builders.deepspeed import ds_config
@@ -252,9 +253,13 @@ def children(
     gang = stage_gang(owner, spec, current, attempt)
     group = gangs.pod_group(gang)
     out += [group] if group else []
-    out.append(gangs.worker_job(gang))
+    job = gangs.worker_job(gang)
+    out.append(job)
     stage = spec.stages[current]
     if stage.kind == "gspo":
-        for p in [rollout_pool(owner, spec, current), *verifier_pools(owner, stage).values()]:
+        served = [rollout_pool(owner, spec, current), *verifier_pools(owner, stage).values()]
+        for p in served:
             out += [pools.deployment(p), pools.service(p)]
+        # Only this gang's pods may publish weights to the rollout servers or call the verifiers.
+        out += networkpolicy.policies(spec.network_policy, served, [networkpolicy.pods_of(job)])
     return out

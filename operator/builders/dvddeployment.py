@@ -10,7 +10,7 @@ from typing import Any
 
 from vlmop.operator.api.common import EnvVar, Volume
 from vlmop.operator.api.dvddeployment import DvDDeploymentSpec
-from vlmop.operator.builders import autoscaling
+from vlmop.operator.builders import autoscaling, networkpolicy
 from vlmop.operator.builders import pool as pools
 from vlmop.operator.builders.common import Manifest
 
@@ -135,10 +135,15 @@ def children(
     owner: Mapping[str, Any], spec: DvDDeploymentSpec, desired: Mapping[str, int] = NONE
 ) -> list[Manifest]:
     """The pools at `desired` replicas (the operator's autoscaler's, by pool), with a ScaledObject or
-    HPA per scaled pool in the keda and hpa modes."""
+    HPA per scaled pool in the keda and hpa modes; NetworkPolicies that let only the gateway reach the
+    vision and language pools, and anyone the gateway."""
     out = []
-    for name, p in all_pools(owner, spec, desired).items():
+    served = all_pools(owner, spec, desired)
+    for name, p in served.items():
         out += [pools.deployment(p), pools.service(p)]
         scaler = autoscaling.scaler(owner, spec, name, p.name) if name in autoscaling.SCALED else None
         out += [scaler] if scaler else []
+    gateway = networkpolicy.pods_of(pools.deployment(served["gateway"]))
+    out += networkpolicy.policies(spec.network_policy, [served["vision"], served["language"]], [gateway])
+    out += networkpolicy.policies(spec.network_policy, [served["gateway"]], None)
     return out

@@ -33,6 +33,7 @@ def owner_key(body: kopf.Body) -> Key:
 @kopf.index("batch", "v1", "jobs", id="children", labels=SELECTOR)
 @kopf.index("apps", "v1", "deployments", id="children", labels=SELECTOR)
 @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", id="children", labels=SELECTOR)
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", id="children", labels=SELECTOR)
 @kopf.index("keda.sh", "v1alpha1", "scaledobjects", id="children", labels=SELECTOR)
 def children(body: kopf.Body, **_: Any) -> dict[Key, ChildRef]:
     meta = body.metadata

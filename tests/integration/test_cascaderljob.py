@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiException
+from kubernetes.client import ApiException, AppsV1Api, NetworkingV1Api
 
 from vlmop.operator.api import CASCADERLJOB
 from vlmop.operator.localapi.cluster import LocalCluster
@@ -68,6 +68,13 @@ def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
         "the rollout pool",
     )
     assert cluster.core.read_namespaced_service("crl-rollout", NS).spec.cluster_ip == "None"
+    # Only the gspo gang's pods reach the rollout servers (their weight-reload endpoint included).
+    networking = NetworkingV1Api(cluster.client)
+    policy = networking.read_namespaced_network_policy("crl-rollout", NS).spec
+    rollout = AppsV1Api(cluster.client).read_namespaced_deployment("crl-rollout", NS)
+    assert policy.pod_selector.match_labels == rollout.spec.selector.match_labels
+    ((peer,),) = [rule._from for rule in policy.ingress]
+    assert peer.pod_selector.match_labels == kubelet.job("crl-s1-r0").spec.template.metadata.labels
 
     # Rank 0 of gspo reports the RL figures while it runs.
     figures = {"meanRewardBySource": {"gsm8k": 0.25, "bootcamp-24": 0.5}, "clipFraction": 0.02,
@@ -91,6 +98,12 @@ def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
     assert {c["type"]: c["status"] for c in done["conditions"]}["Succeeded"] == "True"
     assert [r["phase"] for r in done["stages"]] == ["Succeeded", "Succeeded"] and done["completionTime"]
     cluster.wait(lambda: deployments() == [], 30, "the rollout pool to go")
+    selector = "vlmop.io/owner-name=crl"
+    cluster.wait(
+        lambda: not networking.list_namespaced_network_policy(NS, label_selector=selector).items,
+        30,
+        "the rollout pool's NetworkPolicy to go",
+    )
     assert kubelet.jobs("crl") == ["crl-s0-r0", "crl-s1-r0"]  # kept for their logs
     events = cluster.core.list_namespaced_event(NS).items
     assert any(e.reason == "StageSucceeded" and e.involved_object.name == "crl" for e in events)

@@ -9,7 +9,7 @@ import copy
 import time
 from typing import Any
 
-from kubernetes.client import AppsV1Api
+from kubernetes.client import AppsV1Api, NetworkingV1Api
 
 from vlmop.operator.api import DVDDEPLOYMENT
 from vlmop.operator.localapi.cluster import LocalCluster
@@ -44,6 +44,30 @@ def test_pools_come_up_degrade_and_roll(
     )
     assert names == ["serve-gateway", "serve-language", "serve-vision"]
     assert cluster.core.read_namespaced_service("serve-gateway", NS).spec.ports[0].port == 8080
+
+    # Only the gateway's pods (and the example's Prometheus namespace) reach the vision and language
+    # pools; anyone reaches the gateway, on its port. (The emulator stores them; a CNI enforces them.)
+    policies = {
+        p.metadata.name: p.spec
+        for p in NetworkingV1Api(cluster.client)
+        .list_namespaced_network_policy(NS, label_selector="vlmop.io/owner-name=serve")
+        .items
+    }
+    assert sorted(policies) == names
+    gateway_pods = apps.read_namespaced_deployment("serve-gateway", NS).spec.template.metadata.labels
+    for name in names:
+        deployment, (rule,) = apps.read_namespaced_deployment(name, NS), policies[name].ingress
+        assert policies[name].pod_selector.match_labels == deployment.spec.selector.match_labels
+        assert policies[name].policy_types == ["Ingress"]
+        assert [p.port for p in rule.ports] == [
+            deployment.spec.template.spec.containers[0].ports[0].container_port
+        ]
+        if name == "serve-gateway":
+            assert rule._from is None  # any source
+        else:
+            pods, monitoring = rule._from
+            assert pods.pod_selector.match_labels == gateway_pods and pods.namespace_selector is None
+            assert monitoring.namespace_selector.match_labels == {"kubernetes.io/metadata.name": "monitoring"}
 
     for name, ready in (("serve-vision", 1), ("serve-language", 1), ("serve-gateway", 2)):
         set_ready(apps, name, ready)

@@ -135,6 +135,13 @@ INVALID = [
         "spec.gateway.authSecretRef.key",
         "Required value",
     ),
+    (
+        "DvDDeployment",
+        "spec.networkPolicy.metricsFrom",
+        [{}],
+        "spec.networkPolicy.metricsFrom[0]",
+        "set namespaceSelector, podSelector or both",
+    ),
 ]
 
 

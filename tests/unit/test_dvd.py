@@ -38,7 +38,7 @@ def flags(args: list[str]) -> dict[str, str]:
 
 def test_the_example_becomes_three_pools_behind_services(examples: dict[str, Any]) -> None:
     kids = children(examples["dvddeployment"])
-    assert sorted(kids) == [f"{kind}/tiny-dvd-{pool}" for kind in ("Deployment", "Service")
+    assert sorted(kids) == [f"{kind}/tiny-dvd-{pool}" for kind in ("Deployment", "NetworkPolicy", "Service")
                             for pool in ("gateway", "language", "vision")]  # fmt: skip
     vision = pod(kids["Deployment/tiny-dvd-vision"])["containers"][0]
     assert vision["command"] == ["python", "-m", "vlmop.workloads.serving.vision"]
