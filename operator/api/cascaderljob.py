@@ -65,10 +65,27 @@ class Sampling(ApiModel):
 
 
 class RolloutPool(Placement):
-    engine: Literal["vlmop"] = Field(
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.engine != 'vllm' || self.gpusPerReplica == 0 || "
+                    "self.gpusPerReplica >= self.tensorParallel",
+                    "gpusPerReplica must cover tensorParallel",
+                    ".gpusPerReplica",
+                )
+            ]
+        }
+    )
+
+    engine: Literal["vlmop", "vllm"] = Field(
         "vlmop",
-        description="Inference engine serving the rollouts: vlmop (the rl image's OpenAI-compatible "
-        "server: /v1/completions with token ids and policy version, reloads each published version).",
+        description="Inference engine serving the rollouts: vllm (`vllm serve` of the stage's starting "
+        "checkpoint, token ids in and out, each version reloaded in place) or vlmop (the rl image's "
+        "transformers server, one request at a time: a fallback for machines without vLLM).",
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="vLLM --max-model-len: longest prompt + answer; the model's when empty."
     )
     port: int = Field(8000, ge=1024, le=65535, description="HTTP port of each rollout server.")
     replicas: int = Field(1, ge=1, description="Rollout server replicas.")
@@ -218,6 +235,14 @@ class CascadeRLJobSpec(TrainerSpec):
                     "|| has(self.checkpoint.claimName))",
                     "a gspo stage publishes weights to its rollout pool on a shared claim: set "
                     "weightSync.claimName or checkpoint.claimName",
+                    ".stages",
+                ),
+                cel(
+                    "self.stages.all(s, s.skip || s.kind != 'gspo' || !has(s.rollout) "
+                    "|| s.rollout.engine != 'vllm' || has(self.model.path) "
+                    "|| self.stages.filter(t, !t.skip)[0].name != s.name)",
+                    "vLLM serves a checkpoint: a gspo stage with rollout.engine vllm needs model.path "
+                    "or an earlier stage",
                     ".stages",
                 ),
                 cel(

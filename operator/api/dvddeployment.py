@@ -65,6 +65,12 @@ class LanguagePool(Placement):
     max_replicas: int = Field(4, ge=1, description="Most vLLM servers the autoscaler runs.")
     gpus_per_replica: int = Field(1, ge=0, description="GPUs per vLLM server.")
     tensor_parallel: int = Field(1, ge=1, description="vLLM --tensor-parallel-size.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="vLLM --max-model-len: longest prompt + answer; the model's when empty."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="vLLM --dtype of the weights and activations (auto: the checkpoint's)."
+    )
     args: list[str] = Field(default_factory=list, description="Extra vLLM arguments.")
     port: int = Field(8000, ge=1024, le=65535, description="HTTP port of the vLLM server.")
 

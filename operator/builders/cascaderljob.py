@@ -24,6 +24,7 @@ COMPONENT = "trainer"
 ROLLOUT = "rollout"
 MODULES = {"mpo": "vlmop.workloads.rl.mpo", "gspo": "vlmop.workloads.rl.gspo"}
 ROLLOUT_SERVER = ["python", "-m", "vlmop.workloads.rl.rollout_server"]
+ROLLOUT_NAME = "policy"  # vLLM's --served-model-name (workloads.rl.rollout.SERVED_NAME)
 
 
 def config_map_name(owner: Mapping[str, Any]) -> str:
@@ -106,7 +107,17 @@ def rollout_pool(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int) -
     if stage.rollout is None:  # admission (CEL) requires it for gspo; the type needs it said
         raise ValueError(f"stage {stage.name} has no rollout pool")
     rollout = stage.rollout
+    command, env, startup = ROLLOUT_SERVER, {}, []
     args = [*model_args(spec, index), "--weights-dir", weights_dir(spec, stage), "--port", str(rollout.port)]
+    if rollout.engine == "vllm":  # admission (CEL) makes sure the stage starts from a checkpoint
+        command = ["vllm", "serve", model_args(spec, index)[1]]
+        args = pools.vllm_args(
+            ROLLOUT_NAME, rollout.port, rollout.tensor_parallel, rollout.max_model_len, "auto"
+        )
+        env = {
+            "VLLM_SERVER_DEV_MODE": "1"
+        }  # pause/reload/reset/resume; the NetworkPolicy admits the trainer only
+        startup = pools.first_completion(rollout.port, ROLLOUT_NAME)
     return pools.Pool(
         owner=owner,
         name=f"{owner['metadata']['name']}-{ROLLOUT}",
@@ -114,9 +125,11 @@ def rollout_pool(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int) -
         placement=rollout,
         replicas=rollout.replicas,
         gpus=rollout.gpus_per_replica,
-        command=ROLLOUT_SERVER,
+        command=command,
         args=[*args, *rollout.args],
         port=rollout.port,
+        env=env,
+        startup_command=startup,
         headless=True,  # the trainer resolves every replica, to publish new weights to each
         mounts=[m for m in mounts(spec, stage, read_only=True) if m.name != "weights"]
         + [m for m in mounts(spec, stage) if m.name == "weights"],
@@ -202,6 +215,7 @@ def program(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int) -> lis
         *common,
         "--lr", str(g.learning_rate), "--lr-schedule", "constant", "--total-steps", str(g.total_steps),
         "--rollout-url", pools.url(rollout_pool(owner, spec, index)),
+        "--rollout-engine", stage.rollout.engine if stage.rollout else "vlmop",
         "--weights-dir", weights_dir(spec, stage),
         "--rewards", f"{gangs.CONFIG_DIR}/{rewards_key(index)}",
         "--group-size", str(sampling.group_size), "--temperature", str(sampling.temperature),

@@ -17,6 +17,7 @@ from vlmop.operator.builders.common import Manifest
 POOLS = ("vision", "language", "gateway")
 NONE: Mapping[str, int] = MappingProxyType({})  # no autoscaler choice yet
 MODEL_MOUNT = "/models"
+SERVED_NAME = "vlm"  # the model name the gateway asks the language pool for
 
 
 def pool_name(owner: Mapping[str, Any], pool: str) -> str:
@@ -76,10 +77,12 @@ def language_pool(
     owner: Mapping[str, Any], spec: DvDDeploymentSpec, desired: Mapping[str, int] = NONE
 ) -> pools.Pool:
     lm = spec.language
+    startup: list[str] = []
     if lm.engine == "vllm":
         command = ["vllm", "serve", spec.model]
-        args = ["--host", "0.0.0.0", "--port",  # noqa: S104 (a pod's server) str(lm.port), "--served-model-name", "vlm",
-                "--tensor-parallel-size", str(lm.tensor_parallel), "--enable-mm-embeds"]  # fmt: skip
+        args = pools.vllm_args(SERVED_NAME, lm.port, lm.tensor_parallel, lm.max_model_len, lm.dtype)
+        args.append("--enable-mm-embeds")  # the vision pool's features, as image_embeds parts
+        startup = pools.first_completion(lm.port, SERVED_NAME)
     else:
         command = ["python", "-m", "vlmop.workloads.serving.language"]
         args = ["--model", spec.model, "--port", str(lm.port)]
@@ -94,6 +97,7 @@ def language_pool(
         args=[*args, *lm.args],
         port=lm.port,
         mounts=model_mounts(spec),
+        startup_command=startup,
     )
 
 
@@ -101,7 +105,8 @@ def gateway_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Poo
     g = spec.gateway
     vision, language = vision_pool(owner, spec), language_pool(owner, spec)
     args = ["--vision-url", pools.url(vision), "--language-url", pools.url(language),
-            "--language-protocol", spec.language.engine, "--port", str(g.port),
+            "--language-protocol", spec.language.engine, "--model-config", f"{spec.model}/config.json",
+            "--port", str(g.port),
             "--max-image-bytes", str(g.max_image_bytes), "--max-image-pixels", str(g.max_image_pixels),
             "--max-images", str(g.max_images_per_request),
             "--request-timeout", str(g.request_timeout_seconds)]  # fmt: skip
@@ -121,6 +126,7 @@ def gateway_pool(owner: Mapping[str, Any], spec: DvDDeploymentSpec) -> pools.Poo
         command=["python", "-m", "vlmop.workloads.serving.gateway"],
         args=args,
         port=g.port,
+        mounts=model_mounts(spec),  # config.json only: the language model's width
     )
 
 

@@ -5,6 +5,7 @@ publishes new weights to each rollout server); a ClusterIP one balances requests
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ class Pool:
     args: list[str]
     port: int
     health_path: str = "/health"
+    # An exec startup probe (a first real request) where /health alone does not mean it serves.
+    startup_command: list[str] = field(default_factory=list)
     headless: bool = False
     mounts: list[Volume] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -46,6 +49,8 @@ def deployment(pool: Pool) -> Manifest:
     place = pool.placement
     pod_security, container_security = restricted_security()
     probe = {"httpGet": {"path": pool.health_path, "port": "http"}, "periodSeconds": 10}
+    startup = {"exec": {"command": pool.startup_command}, "periodSeconds": 10, "timeoutSeconds": 60}
+    startup = startup if pool.startup_command else probe
     limits = {k: str(v) for k, v in place.resources.limits.items()}
     if pool.gpus:
         limits[place.gpu_resource_name] = str(pool.gpus)
@@ -59,7 +64,7 @@ def deployment(pool: Pool) -> Manifest:
         "env": [{"name": k, "value": v} for k, v in sorted(pool.env.items())] + environment_from(place.env),
         "ports": [{"name": "http", "containerPort": pool.port}],
         # A model takes a while to load: readiness gates traffic, liveness only catches a hung server.
-        "startupProbe": {**probe, "failureThreshold": 90},
+        "startupProbe": {**startup, "failureThreshold": 90},
         "readinessProbe": probe,
         "livenessProbe": {**probe, "failureThreshold": 6},
         "resources": {k: v for k, v in resources.items() if v},
@@ -118,3 +123,20 @@ def url(pool: Pool) -> str:
 
 def service_url(name: str, namespace: str, port: int) -> str:
     return f"http://{name}.{namespace}.svc:{port}"
+
+
+def vllm_args(name: str, port: int, tensor_parallel: int, max_model_len: int | None, dtype: str) -> list[str]:
+    """What follows `vllm serve MODEL` for a pool (checked by vLLM's own parser in the tests)."""
+    args = ["--host", "0.0.0.0", "--port", str(port), "--served-model-name", name,  # noqa: S104
+            "--tensor-parallel-size", str(tensor_parallel), "--dtype", dtype]  # fmt: skip
+    return args + (["--max-model-len", str(max_model_len)] if max_model_len else [])
+
+
+def first_completion(port: int, name: str) -> list[str]:
+    """A startup probe that samples one token: vLLM answers /health before its engine has served a
+    request, and an engine that cannot run the model (e.g. CPU attention under head_dim 64) dies on
+    the first one. The prompt is token ids, so it works without a tokenizer (--skip-tokenizer-init)."""
+    body = json.dumps({"model": name, "prompt": [1], "max_tokens": 1})
+    script = ("import sys, urllib.request as u; r = u.Request(sys.argv[1], data=sys.argv[2].encode(), "
+              "headers={'Content-Type': 'application/json'}); u.urlopen(r, timeout=50)")  # fmt: skip
+    return ["python3", "-c", script, f"http://127.0.0.1:{port}/v1/completions", body]

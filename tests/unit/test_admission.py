@@ -102,7 +102,7 @@ INVALID = [
     (
         "CascadeRLJob",
         "spec.stages.1.rollout.engine",
-        "vllm",
+        "sglang",
         "spec.stages[1].rollout.engine",
         "supported values",
     ),

@@ -24,7 +24,7 @@ from PIL import Image
 from vlmop.workloads.serving import gateway, language, vision
 from vlmop.workloads.serving.features import Features
 from vlmop.workloads.serving.images import Limits
-from vlmop.workloads.serving.model import save_tiny
+from vlmop.workloads.serving.model import save_tiny, tiny_config
 
 LIMITS = Limits(max_bytes=200_000, max_pixels=4096 * 4096)
 
@@ -126,7 +126,8 @@ async def test_vir_spends_fewer_tokens_on_flat_tiles(
     sharp = Features.from_bytes(await (await v.post("/v1/encode", data=detailed())).read())
     plain = Features.from_bytes(await (await v.post("/v1/encode", data=flat())).read())
     assert sharp.tile_tokens == [16, 16, 16] and plain.tile_tokens == [4, 4, 4]
-    assert plain.tokens.shape == (12, 64) and sharp.tokens.shape == (48, 64)
+    width = tiny_config().text_config.hidden_size
+    assert plain.tokens.shape == (12, width) and sharp.tokens.shape == (48, width)
     no_vir = vision.VisionService(checkpoint, vision.VisionSettings(max_tiles=4, vir=False))
     assert (await no_vir.encode(flat())).tile_tokens == [16, 16, 16]
 

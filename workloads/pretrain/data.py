@@ -43,6 +43,32 @@ class ByteTokenizer:
         """Specials and ids past the 256 bytes (a preset's vocabulary is larger) decode to nothing."""
         return bytes(i - 3 for i in ids if 3 <= i < 259).decode(errors="replace")
 
+    @staticmethod
+    def save(directory: Path, specials: dict[str, int] | None = None, **config: Any) -> None:
+        """Write this tokenizer as Hugging Face files (tokenizer.json + tokenizer_config.json) with the
+        same ids, so programs that load a checkpoint's tokenizer (vLLM, transformers) tokenise as the
+        trainer does: byte-level BPE without merges, one token per byte. `specials` (text -> id, past
+        258) are added as special tokens; `config` goes to tokenizer_config.json (e.g. chat_template)."""
+        from tokenizers import AddedToken, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as Backend
+        from transformers import PreTrainedTokenizerFast
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        names = {"<pad>": 0, "<s>": 1, "</s>": 2}
+        specials = specials or {}
+        byte_chars = bytes_to_unicode()  # type: ignore[no-untyped-call]  # (transformers: untyped)
+        vocab = {**names, **{char: byte + 3 for byte, char in byte_chars.items()}, **specials}
+        backend = Backend(models.BPE(vocab=vocab, merges=[]))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        backend.decoder = decoders.ByteLevel()
+        added = [AddedToken(t, special=True, normalized=False) for t in [*names, *specials]]
+        backend.add_special_tokens(added)
+        pad, bos, eos = names
+        fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+            tokenizer_object=backend, bos_token=bos, eos_token=eos, pad_token=pad, **config
+        )
+        fast.save_pretrained(directory)
+
 
 class HFTokenizer:
     def __init__(self, path: Path) -> None:

@@ -18,13 +18,13 @@ IMAGE_TOKEN = 300  # the placeholder id of one image patch in presets (byte toke
 def _tiny_text(**overrides: Any) -> transformers.LlamaConfig:
     base: dict[str, Any] = dict(
         vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=128,
+        intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,  # head_dim 64: vLLM's CPU attention needs at least that
+        num_key_value_heads=1,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # vLLM's in-place reload leaves a tied head with its old weights
     )
     return transformers.LlamaConfig(**{**base, **overrides})
 

@@ -29,8 +29,9 @@ log = logging.getLogger("vlmop.pretrain")
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the pod fails, so the operator restarts the group from the save
 # Dense bf16 peak FLOP/s by device name, for the MFU estimate; VLMOP_PEAK_FLOPS overrides.
 # Besides tokenizer*: what a Hugging Face tokenizer may need beside the weights.
+# And the processor's configs, so a VLM's export stays servable by vLLM.
 TOKENIZER_FILES = ("special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-                   "chat_template.jinja")  # fmt: skip
+                   "chat_template.jinja", "preprocessor_config.json", "processor_config.json")  # fmt: skip
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
 
 
@@ -210,11 +211,14 @@ class Trainer:
             log.info("exported the model to %s", directory)
 
     def _copy_tokenizer(self, directory: Path) -> None:
-        """The next stage tokenises as this one did: the starting checkpoint's tokenizer goes along."""
+        """The next stage tokenises as this one did: the starting checkpoint's tokenizer goes along, or
+        the byte tokenizer as Hugging Face files (what a preset uses), so vLLM can serve the export."""
         source = self.cfg.model_path
         for file in sorted(source.iterdir()) if source else []:
             if file.is_file() and (file.name.startswith("tokenizer") or file.name in TOKENIZER_FILES):
                 shutil.copy2(file, directory / file.name)
+        if not (directory / "tokenizer.json").exists():
+            data.ByteTokenizer.save(directory)
 
     def planned(self, cfg: TrainConfig) -> TrainConfig:
         """The run's configuration once the data is known (MPO counts its steps from epochs)."""

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GSPOTrainConfig(pretrain_config.TrainConfig):
     rollout_urls: tuple[str, ...] = ()
+    rollout_engine: rollout.Engine = "vlmop"
     weights_dir: Path = Path("/weights")
     tasks: tuple[str, ...] = ("arithmetic-24",)
     cases: int = 4096  # generated prompts, cycled through by step
@@ -64,6 +65,8 @@ def parse(argv: list[str] | None = None) -> GSPOTrainConfig:
     d = GSPOTrainConfig(data=Path())
     p.set_defaults(lr=d.lr, data=Path("-"))
     p.add_argument("--rollout-url", dest="rollout_urls", action="append", required=True)
+    p.add_argument("--rollout-engine", choices=["vlmop", "vllm"], default=d.rollout_engine,
+                   help="vllm: token ids in and out; pause/reload/reset/resume per version")  # fmt: skip
     p.add_argument("--weights-dir", type=Path, required=True, help="shared with the rollout servers")
     p.add_argument("--task", dest="tasks", action="append", choices=sorted(TASKS))
     p.add_argument("--cases", type=int, default=d.cases)
@@ -170,9 +173,24 @@ class GSPOTrainer(Trainer):
         with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=self.stage3):
             if self.rank == 0:  # to every replica behind each URL (a headless Service's pods)
                 servers = rollout.endpoints(self.cfg.rollout_urls)
-                rollout.publish(module, self.cfg.weights_dir, version, servers)
+                rollout.publish(
+                    module, self.cfg.weights_dir, version, servers, engine=self.cfg.rollout_engine
+                )
         dist.barrier()
         self.version = version
+
+    def _catch_up(self, servers: list[str]) -> None:
+        """A vLLM replica that restarted serves the starting model: rank 0 loads the current version
+        into it (from the folder it was published to) before anyone samples."""
+        if self.rank == 0:
+            for server in rollout.stale(servers, self.version, self.cfg.rollout_engine):
+                log.warning(
+                    "rollout server %s lost policy version %d: loading it again", server, self.version
+                )
+                directory = self.cfg.weights_dir / f"v{self.version:08d}"
+                rollout.load(server, directory, self.version, self.cfg.rollout_engine)
+        if self.cfg.rollout_engine == "vllm":
+            dist.barrier()
 
     def train_step(self) -> tuple[float, int]:
         cfg = self.cfg
@@ -188,14 +206,18 @@ class GSPOTrainer(Trainer):
         indices = [i for micro in self.order.micro_batches(self.step, self.rank) for i in micro]
         prompts = [self.prompts[i] for i in indices]
         servers = rollout.endpoints(cfg.rollout_urls)  # again each step: replicas come and go
-        server = servers[self.rank % len(servers)]
-        groups = [
-            rollout.sample(server, p.text, cfg.group_size, cfg.temperature, cfg.max_tokens, cfg.top_p)
+        self._catch_up(servers)
+        servers = servers[self.rank % len(servers) :] + servers[: self.rank % len(servers)]  # spread ranks
+        tok = self.tokenizer
+        requests = [
+            rollout.Request(p.text, [tok.bos_id, *tok.encode(p.text)], cfg.group_size, cfg.temperature,
+                            cfg.max_tokens, cfg.top_p, tok.eos_id)
             for p in prompts
-        ]
+        ]  # fmt: skip
+        groups = rollout.sample_all(servers, requests, cfg.rollout_engine, self.version)
         lap("rollout")
-        samples = [Sample(p.source, p.text, c.text, p.gold) for p, group in zip(prompts, groups, strict=True)
-                   for c in group]  # fmt: skip
+        samples = [Sample(p.source, p.text, tok.decode(c.token_ids), p.gold)
+                   for p, group in zip(prompts, groups, strict=True) for c in group]  # fmt: skip
         scores = self.mixture.score(samples)
         rewards = torch.tensor(scores.rewards).view(len(prompts), cfg.group_size)
         lap("reward")

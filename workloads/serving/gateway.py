@@ -61,6 +61,7 @@ class GatewaySettings:
     allow_remote_images: bool = False
     api_key: str | None = None
     read_timeout: float = http.READ_TIMEOUT  # for a request's body, once its headers are in
+    width: int | None = None  # the language model's hidden size: features of another width are refused
 
 
 class VisionClient:
@@ -203,6 +204,13 @@ class Gateway:
         for data in datas:
             images.check_header(data, self.settings.limits)
         features = await asyncio.gather(*(self.vision.encode(d) for d in datas))
+        width = self.settings.width
+        for feature in features:  # vLLM does not check: another width would be answered with garbage
+            if width is not None and feature.tokens.shape[1] != width:
+                raise PoolError(
+                    f"the vision pool's features are {feature.tokens.shape[1]} wide; the language "
+                    f"model is {width} wide: the pools serve different models"
+                )
         for (slot, _), feature in zip(found, features, strict=True):
             slot["image_features"] = feature
         return parse_chat({**body, "messages": messages}), bool(body.get("stream"))
@@ -250,6 +258,14 @@ class Gateway:
         return error
 
 
+def language_width(config: Path) -> int:
+    """The language model's hidden size from an InternVL config.json (text_config.hidden_size)."""
+    try:
+        return int(json.loads(config.read_text())["text_config"]["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"--model-config {config}: no text_config.hidden_size ({error})") from None
+
+
 async def serve(args: argparse.Namespace) -> None:
     settings = GatewaySettings(
         images.Limits(args.max_image_bytes, args.max_image_pixels),
@@ -257,6 +273,7 @@ async def serve(args: argparse.Namespace) -> None:
         args.request_timeout,
         args.allow_remote_images,
         os.environ.get("VLMOP_API_KEY"),
+        width=language_width(args.model_config) if args.model_config else None,
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -271,7 +288,7 @@ async def serve(args: argparse.Namespace) -> None:
         else:
             vision, language = (
                 VisionClient(session, args.vision_url),
-                LanguageClient(session, args.language_url),
+                LanguageClient(session, args.language_url, args.language_protocol),
             )
         runner = web.AppRunner(Gateway(vision, language, settings, session).app())
         await runner.setup()
@@ -299,6 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         default="vlmop",
         help="how image tokens reach the language pool (vllm: image_embeds)",
     )
+    p.add_argument("--model-config", type=Path, help="the checkpoint's config.json: the LM width to check")
     p.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a pod's server)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-image-bytes", type=int, default=images.Limits.max_bytes)

@@ -34,7 +34,7 @@ from vlmop.workloads.pretrain.data import Tokenizer, tokenizer_for
 from vlmop.workloads.serving import http
 from vlmop.workloads.serving.features import Features
 from vlmop.workloads.serving.metrics import Metrics, metrics_handler
-from vlmop.workloads.serving.model import default_device, load_language
+from vlmop.workloads.serving.model import IMAGE_END_ID, IMAGE_START_ID, default_device, load_language
 
 log = logging.getLogger(__name__)
 MAX_TOKENS = 4096
@@ -122,13 +122,14 @@ class LanguageService:
                 )
 
     def embed(self, pieces: Sequence[str | Features]) -> torch.Tensor:
-        """(1, L, D) input embeddings: text tokens embedded, image tokens replaced by the features."""
+        """(1, L, D) input embeddings: text tokens embedded, image tokens replaced by the features (each
+        image between <img> and </img>, InternVL's layout, which vLLM's processor writes too)."""
         ids, images = [self.tokenizer.bos_id], []
         for piece in pieces:
             if isinstance(piece, str):
                 ids += self.tokenizer.encode(piece)
             else:
-                ids += [self.image_token] * piece.tokens.shape[0]
+                ids += [IMAGE_START_ID, *[self.image_token] * piece.tokens.shape[0], IMAGE_END_ID]  # as vLLM
                 images.append(piece.tokens)
         tokens = torch.tensor([ids], device=self.device)
         embeds = self.model.get_input_embeddings()(tokens)

@@ -5,7 +5,13 @@ safetensors files (the language model is never materialised there), the language
 
 ViR's 1/16 path needs a projector from 16C (pixel shuffle by 4) to the LM width: InternVL3.5-Flash
 ships one; here it lives in `vir.safetensors` beside the checkpoint (`projector.*`, the shape of
-transformers' InternVLMultiModalProjector at downsample ratio 1/4)."""
+transformers' InternVLMultiModalProjector at downsample ratio 1/4).
+
+`save_tiny` writes what vLLM needs to serve the checkpoint as written (its InternS1 implementation of
+this layout): the byte tokenizer as Hugging Face files with InternVL's image tokens and the chat
+template the stand-in uses, the processor configs, an index naming only the model's safetensors (vLLM
+would load `vir.safetensors` too), an untied LM head (vLLM's in-place reload skips a tied one) and a
+head_dim of 64 (vLLM's CPU attention needs at least that)."""
 
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vlmop.workloads.serving.images import IMAGENET_MEAN, IMAGENET_STD
+
 VIR_FILE = "vir.safetensors"
 # Both layouts found in InternVL checkpoints (the hub's -hf repos and transformers 5 save the first).
 VISION_PREFIXES = {
@@ -26,7 +34,17 @@ VISION_PREFIXES = {
     "model.vision_tower.": "tower",
     "model.multi_modal_projector.": "projector",
 }
-IMAGE_TOKEN_ID = 263  # past the byte tokenizer's 259 ids, inside the tiny vocabulary
+# Past the byte tokenizer's 259 ids, inside the tiny vocabulary: an image is <img> <IMG_CONTEXT>*n </img>.
+IMAGE_START_ID, IMAGE_END_ID, VIDEO_TOKEN_ID, IMAGE_TOKEN_ID = 259, 260, 261, 263
+IMAGE_TOKENS = {"<img>": IMAGE_START_ID, "</img>": IMAGE_END_ID, "<video>": VIDEO_TOKEN_ID,
+                "<IMG_CONTEXT>": IMAGE_TOKEN_ID}  # fmt: skip
+# The stand-in's prompt format (language.parse_chat), for vLLM's chat endpoint: image parts in place.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] is string %}"
+    "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}"
+    "{% else %}<IMG_CONTEXT>{% endif %}{% endfor %}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 def internvl_config(vision: dict[str, Any], text: dict[str, Any]) -> Any:
@@ -43,12 +61,13 @@ def internvl_config(vision: dict[str, Any], text: dict[str, Any]) -> Any:
 
 def tiny_config() -> Any:
     """An InternVL-shaped model small enough for CPU tests: 32x32 tiles of 4x4 patches (64 ViT tokens,
-    16 after pixel shuffle by 2, 4 by 4), a 2-layer Qwen2 of width 64 over the byte tokenizer."""
+    16 after pixel shuffle by 2, 4 by 4), a 2-layer Qwen2 of width 128 (2 heads of 64) over the byte
+    tokenizer."""
     return internvl_config(
-        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 1,
          "image_size": [32, 32], "patch_size": [4, 4]},
-        {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2},
+        {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 2,
+         "num_key_value_heads": 1},
     )  # fmt: skip
 
 
@@ -69,10 +88,29 @@ def save_tiny(directory: Path, seed: int = 0, config: Any = None) -> Path:
     tests and benchmarks load."""
     from transformers import InternVLForConditionalGeneration
 
+    from vlmop.workloads.pretrain.data import ByteTokenizer
+
     torch.manual_seed(seed)
     config = config or tiny_config()
-    InternVLForConditionalGeneration(config).save_pretrained(directory)
+    config.tie_word_embeddings = False
+    model = InternVLForConditionalGeneration(config)
+    model.save_pretrained(directory)
     save_file(vir_projector(config).state_dict(), str(directory / VIR_FILE))
+    index = {"metadata": {}, "weight_map": dict.fromkeys(model.state_dict(), "model.safetensors")}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    tokens = {"start_image_token": "<img>", "end_image_token": "</img>",
+              "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}  # fmt: skip
+    ByteTokenizer.save(directory, IMAGE_TOKENS, extra_special_tokens=tokens, chat_template=CHAT_TEMPLATE)
+    vision = config.vision_config
+    side = vision.image_size[0]
+    tile_tokens = (side // vision.patch_size[0]) ** 2 // 4  # pixel shuffle by 2 (ViR's 1/4)
+    processor = {"processor_class": "InternVLProcessor", "image_seq_length": tile_tokens}
+    image = {"image_processor_type": "GotOcr2ImageProcessorFast", "processor_class": "InternVLProcessor",
+             "size": {"height": side, "width": side}, "crop_to_patches": False, "do_resize": True,
+             "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+             "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}  # fmt: skip
+    (directory / "processor_config.json").write_text(json.dumps(processor))
+    (directory / "preprocessor_config.json").write_text(json.dumps(image))
     return directory
 
 
