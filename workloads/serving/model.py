@@ -39,11 +39,13 @@ IMAGE_START_ID, IMAGE_END_ID, VIDEO_TOKEN_ID, IMAGE_TOKEN_ID = 259, 260, 261, 26
 IMAGE_TOKENS = {"<img>": IMAGE_START_ID, "</img>": IMAGE_END_ID, "<video>": VIDEO_TOKEN_ID,
                 "<IMG_CONTEXT>": IMAGE_TOKEN_ID}  # fmt: skip
 # The stand-in's prompt format (language.parse_chat), for vLLM's chat endpoint: image parts in place.
+# Newlines are written as expressions: chat templates render with trim_blocks, which drops a newline
+# right after a block tag.
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] is string %}"
+    "{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' }}{% if m['content'] is string %}"
     "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}"
-    "{% else %}<IMG_CONTEXT>{% endif %}{% endfor %}{% endif %}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    "{% else %}<IMG_CONTEXT>{% endif %}{% endfor %}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 
 
