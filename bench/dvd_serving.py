@@ -1,15 +1,21 @@
-"""Decoupled vs coupled vision-language serving: requests/s and p50/p99 latency at several client
-concurrencies. Decoupled = gateway → vision server → language server, three processes (DvD);
-coupled = the same gateway code with both halves in one process (`gateway --coupled`). Each server
-process gets OMP_NUM_THREADS (default 1), so on this 2-core machine the decoupled pools can use a
-core each while the coupled process shares its cores between the two halves.
+"""Vision-language serving stacks compared on the same requests: requests/s and p50/p99 latency at
+several client concurrencies.
 
-  python bench/dvd_serving.py                       # small InternVL-shaped model, 1/4/16 clients
-  python bench/dvd_serving.py --size tiny --requests 32
+  vllm-dvd         DvD on vLLM: gateway → vision server → `vllm serve --enable-mm-embeds` (the
+                   features as image_embeds parts), what a DvDDeployment runs
+  vllm-coupled     `vllm serve` of the whole checkpoint, images as image_url parts straight to it (what
+                   a user would run instead), tiling like the vision server (--mm-processor-kwargs)
+  standin          DvD with vlmop's transformers stand-in as the language pool
+  standin-coupled  `gateway --coupled`: the stand-in's two halves in one process
 
-The language pool here is vlmop's transformers stand-in (no vLLM on this machine). Each request is one
-448x224 image (two 224 tiles and a thumbnail; ViR on) and a short question, max_tokens --max-tokens,
-greedy."""
+  python bench/dvd_serving.py                              # small model, all but standin-coupled
+  python bench/dvd_serving.py --stacks vllm-dvd --clients 4 --requests 16
+
+Each request is a different 448x224 image (a random half and a flat half, new pixels every request:
+no cache hits) → two 224 tiles and a thumbnail, and a short question; --max-tokens greedy tokens.
+vlmop's processes get OMP_NUM_THREADS --threads; vLLM is started as tests/vllm/serve.py (the CPU
+build's `vllm serve`) from .venv-vllm. The vision server keeps ViR on (the flat tile costs 16 tokens
+instead of 64); coupled vLLM has no ViR."""
 
 from __future__ import annotations
 
@@ -17,12 +23,16 @@ import argparse
 import asyncio
 import base64
 import io
+import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,52 +45,120 @@ import results
 from vlmop.operator.localapi.loopback import free_port, wait_ready
 from vlmop.workloads.serving.model import save_tiny, small_config, tiny_config
 
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1"}
+STACKS = ("vllm-dvd", "vllm-coupled", "standin", "standin-coupled")
 
-def image(width: int, height: int) -> str:
+
+def image(width: int, height: int, seed: int) -> str:
     from PIL import Image
 
-    torch.manual_seed(0)
-    half = (torch.rand(height, width // 2, 3) * 255).byte()  # a detailed half and a flat half
+    generator = torch.Generator().manual_seed(seed)
+    half = (torch.rand(height, width // 2, 3, generator=generator) * 255).byte()  # detailed | flat
     pixels = torch.cat([half, torch.full_like(half, 128)], dim=1)
     out = io.BytesIO()
     Image.fromarray(pixels.numpy()).save(out, "PNG")
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-def start(module: str, args: list[str], threads: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.pop("TRITON_INTERPRET", None)
-    return subprocess.Popen([sys.executable, "-m", f"vlmop.workloads.serving.{module}", *args], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+def body(url: str, max_tokens: int) -> dict[str, Any]:
+    question = [{"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "Describe the picture."}]  # fmt: skip
+    return {"model": "vlm", "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens, "temperature": 0}  # fmt: skip
 
 
-async def load(url: str, body: dict[str, Any], concurrency: int, requests: int) -> tuple[float, list[float]]:
+class Processes:
+    """Servers started for one stack; each in its own session, so vLLM's engine and worker children
+    stop with it."""
+
+    def __init__(self, work: Path, threads: int) -> None:
+        self.work, self.threads, self.running = work, threads, list[subprocess.Popen[bytes]]()
+
+    def start(self, name: str, command: list[str], env: dict[str, str], ready: str, timeout: float) -> None:
+        log = self.work / f"{name}.log"
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | env
+        process = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=self.work)  # fmt: skip
+        self.running.append(process)
+        wait_ready(ready, process, log, timeout)
+
+    def vlmop(self, module: str, args: list[str], port: int) -> None:
+        command = [sys.executable, "-m", f"vlmop.workloads.serving.{module}", *args, "--port", str(port)]
+        self.start(module, command, {"OMP_NUM_THREADS": str(self.threads)},
+                   f"http://127.0.0.1:{port}/health", 120)  # fmt: skip
+
+    def vllm(self, model: Path, port: int, extra: list[str], env: dict[str, str]) -> None:
+        command = [str(VLLM_PYTHON), str(ROOT / "tests" / "vllm" / "serve.py"), str(model),
+                   "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "vlm",
+                   "--tensor-parallel-size", "1", "--dtype", "auto", *extra]  # fmt: skip
+        self.start("vllm", command, VLLM_ENV | env, f"http://127.0.0.1:{port}/health", 300)
+
+    def stop(self) -> None:
+        for process in self.running:
+            process.send_signal(signal.SIGTERM)
+        for process in self.running:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+@contextmanager
+def stack(name: str, model: Path, work: Path, args: argparse.Namespace) -> Iterator[str]:
+    """Start `name`'s servers; yields its chat completions URL."""
+    processes = Processes(work, args.threads)
+    vllm_env = {"OMP_NUM_THREADS": str(args.vllm_threads)}
+    try:
+        port = free_port()
+        if name == "vllm-coupled":
+            tiling = json.dumps({"crop_to_patches": True, "max_patches": args.max_tiles})
+            processes.vllm(model, port, ["--mm-processor-kwargs", tiling], vllm_env)
+        elif name == "standin-coupled":
+            processes.vlmop("gateway", ["--coupled", str(model)], port)
+        else:
+            vision, language = free_port(), free_port()
+            processes.vlmop("vision", ["--model", str(model), "--max-tiles", str(args.max_tiles),
+                                       *args.vision_args.split()], vision)  # fmt: skip
+            pools = ["--vision-url", f"http://127.0.0.1:{vision}", "--language-url",
+                     f"http://127.0.0.1:{language}"]  # fmt: skip
+            if name == "vllm-dvd":  # the language pool's command as the operator writes it
+                processes.vllm(model, language, ["--enable-mm-embeds"], vllm_env)
+                pools += ["--language-protocol", "vllm", "--model-config", str(model / "config.json")]
+            else:
+                processes.vlmop("language", ["--model", str(model)], language)
+            processes.vlmop("gateway", pools, port)
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    finally:
+        processes.stop()
+
+
+async def load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> tuple[float, list[float]]:
+    """`concurrency` clients send `bodies` (each once) back to back; the first two warm up."""
     latencies: list[float] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
+    queue = list(reversed(bodies[2:]))
+
+    async def post(session: aiohttp.ClientSession, request: dict[str, Any]) -> None:
+        async with session.post(url, json=request) as reply:
+            await reply.read()
+            if reply.status != 200:
+                raise RuntimeError(f"status {reply.status}: {await reply.text()}")
 
     async def client(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            queue.get_nowait()
+        while queue:
+            request = queue.pop()
             started = time.perf_counter()
-            async with session.post(url, json=body) as reply:
-                await reply.read()
-                if reply.status != 200:
-                    raise RuntimeError(f"status {reply.status}")
+            await post(session, request)
             latencies.append(time.perf_counter() - started)
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        await client_warmup(session, url, body)
+        for request in bodies[:2]:
+            await post(session, request)
         began = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         return time.perf_counter() - began, latencies
-
-
-async def client_warmup(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
-    for _ in range(2):
-        async with session.post(url, json=body) as reply:
-            await reply.read()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,62 +169,35 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--size", choices=["tiny", "small"], default="small")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--stacks", default="vllm-dvd,vllm-coupled,standin", help=f"of {', '.join(STACKS)}")
+    p.add_argument("--clients", default="1,4,16", help="concurrency levels")
     p.add_argument("--requests", type=int, default=48, help="per concurrency level")
     p.add_argument("--max-tokens", type=int, default=16)
-    p.add_argument("--threads", type=int, default=1, help="OMP threads per server process")
+    p.add_argument("--max-tiles", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1, help="OMP threads per vlmop server process")
+    p.add_argument("--vllm-threads", type=int, default=2, help="OMP threads of vLLM's processes")
+    p.add_argument("--vision-args", default="", help="more vision server flags (A/B runs)")
+    p.add_argument("--tag", default="", help="appended to the results' variant (A/B runs)")
     args = p.parse_args()
+    stacks, clients = args.stacks.split(","), [int(c) for c in args.clients.split(",")]
+    if unknown := set(stacks) - set(STACKS):
+        p.error(f"unknown stacks {sorted(unknown)}")
     work = Path(tempfile.mkdtemp(prefix="dvd-bench-"))
     model = save_tiny(work / "model", config=small_config() if args.size == "small" else tiny_config())
     side = 224 if args.size == "small" else 32
-    question = [{"type": "image_url", "image_url": {"url": image(2 * side, side)}},
-                {"type": "text", "text": "Describe the picture."}]  # fmt: skip
-    body = {
-        "messages": [{"role": "user", "content": question}],
-        "max_tokens": args.max_tokens,
-        "temperature": 0,
-    }
-    for mode in ("decoupled", "coupled"):
-        processes = []
-        gateway = free_port()
-        try:
-            if mode == "decoupled":
-                vision, language = free_port(), free_port()
-                for module, port, extra in (
-                    ("vision", vision, ["--max-tiles", "4"]),
-                    ("language", language, []),
-                ):
-                    log = work / f"{module}.log"
-                    processes.append(start(module, ["--model", str(model), "--port", str(port), *extra],
-                                           args.threads, log))  # fmt: skip
-                    wait_ready(f"http://127.0.0.1:{port}/health", processes[-1], log, 120)
-                pools = [
-                    "--vision-url",
-                    f"http://127.0.0.1:{vision}",
-                    "--language-url",
-                    f"http://127.0.0.1:{language}",
-                ]
-                threads = 1
-            else:
-                pools, threads = ["--coupled", str(model)], args.threads
-            log = work / f"gateway-{mode}.log"
-            processes.append(start("gateway", [*pools, "--port", str(gateway)], threads, log))
-            wait_ready(f"http://127.0.0.1:{gateway}/health", processes[-1], log, 120)
-            for concurrency in args.concurrency:
-                url = f"http://127.0.0.1:{gateway}/v1/chat/completions"
-                elapsed, latencies = asyncio.run(load(url, body, concurrency, args.requests))
-                variant = (
-                    f"{args.size} {mode} c={concurrency} threads={args.threads} max_tokens={args.max_tokens}"
-                )
-                results.append("dvd_serving", variant, {
+    seeds = iter(range(10**9))  # every request of every run a new image
+    for name in stacks:
+        with stack(name, model, work, args) as url:
+            for concurrency in clients:
+                bodies = [body(image(2 * side, side, next(seeds)), args.max_tokens)
+                          for _ in range(args.requests + 2)]  # fmt: skip
+                elapsed, latencies = asyncio.run(load(url, bodies, concurrency))
+                variant = f"{args.size} {name} c={concurrency} threads={args.threads} max_tokens={args.max_tokens}"
+                results.append("dvd_serving", variant + (f" {args.tag}" if args.tag else ""), {
                     "requests_per_second": len(latencies) / elapsed,
                     "p50_ms": 1000 * statistics.median(latencies),
                     "p99_ms": 1000 * percentile(latencies, 0.99),
                 })  # fmt: skip
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(10)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ class RolloutPool(Placement):
     )
 
     engine: Literal["vlmop", "vllm"] = Field(
-        "vlmop",
+        "vllm",
         description="Inference engine serving the rollouts: vllm (`vllm serve` of the stage's starting "
         "checkpoint, token ids in and out, each version reloaded in place) or vlmop (the rl image's "
         "transformers server, one request at a time: a fallback for machines without vLLM).",

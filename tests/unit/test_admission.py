@@ -170,6 +170,16 @@ def test_a_pretrainjob_with_its_own_program_needs_no_model_or_data(examples: dic
     assert spec_errors(PRETRAINJOB, doc["spec"]) is None
 
 
+def test_vllm_rollouts_need_a_checkpoint_to_serve(examples: dict[str, Any]) -> None:
+    """A gspo stage that starts from a preset has nothing for `vllm serve` to load: refused, naming
+    the engine; with the MPO stage before it (its export) or a model path it is admitted."""
+    doc = with_change(examples["cascaderljob"], "spec.stages.0.skip", True)
+    causes = SCHEMAS["CascadeRLJob"].admit(copy.deepcopy(doc))
+    assert any(c["field"] == "spec.stages" and "rollout.engine vllm" in c["message"] for c in causes), causes
+    assert SCHEMAS["CascadeRLJob"].admit(with_change(doc, "spec.model", {"path": "/models/m"})) == []
+    assert SCHEMAS["CascadeRLJob"].admit(with_change(doc, "spec.stages.1.rollout.engine", "vlmop")) == []
+
+
 def test_defaults_fill_nested_objects_and_unknown_fields_are_pruned(examples: dict[str, Any]) -> None:
     doc = with_change(examples["pretrainjob"], "spec.typo", 1)
     doc["spec"].pop("deepspeed")

@@ -73,14 +73,16 @@ def test_the_gspo_stage_starts_from_the_mpo_export_with_its_pools(examples: dict
     assert f["--rewards"] == "/etc/vlmop/s1.rewards.json"
     assert "--keep-zero-variance" not in container(kids["Job/tiny-cascade-rl-s1-r0"])["command"]
 
+    assert f["--rollout-engine"] == "vllm"
+
     rollout = kids["Deployment/tiny-cascade-rl-rollout"]
     server = container(rollout)
-    assert server["command"] == ["python", "-m", "vlmop.workloads.rl.rollout_server"]
-    sf = flags(server["args"])
-    assert (sf["--model-path"], sf["--weights-dir"]) == (
-        "/checkpoints/mpo/final",
-        "/checkpoints/weights/gspo",
-    )
+    # vLLM serves the stage's starting checkpoint; the trainer's published versions arrive by path on
+    # the weights claim. Its parser and a run check the rest (tests/workloads/test_vllm_*.py).
+    assert server["command"] == ["vllm", "serve", "/checkpoints/mpo/final"]
+    assert flags(server["args"])["--served-model-name"] == "policy"
+    assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in server["env"]
+    assert server["startupProbe"]["exec"]["command"][0] == "python3"  # one sampled token, not /health
     assert server["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     assert server["readinessProbe"]["httpGet"]["path"] == "/health"
     assert {m["name"]: m["readOnly"] for m in server["volumeMounts"]} == {"checkpoints": True}
@@ -88,6 +90,22 @@ def test_the_gspo_stage_starts_from_the_mpo_export_with_its_pools(examples: dict
     labels = rollout["spec"]["template"]["metadata"]["labels"]
     assert labels[COMPONENT] == "rollout" and "vlmop.io/owner-kind" not in labels  # not a worker pod
     assert kids["Service/tiny-cascade-rl-rollout"]["spec"]["clusterIP"] == "None"  # every replica
+
+
+def test_the_stand_in_rollout_engine_is_a_named_fallback(examples: dict[str, Any]) -> None:
+    doc = copy.deepcopy(examples["cascaderljob"])
+    doc["spec"]["stages"][1]["rollout"]["engine"] = "vlmop"
+    doc, spec = owner(doc)
+    kids = by_name(build.children(doc, spec, current=1, attempt=0, workers=True))
+    assert flags(container(kids["Job/tiny-cascade-rl-s1-r0"])["command"])["--rollout-engine"] == "vlmop"
+    server = container(kids["Deployment/tiny-cascade-rl-rollout"])
+    assert server["command"] == ["python", "-m", "vlmop.workloads.rl.rollout_server"]
+    sf = flags(server["args"])
+    assert (sf["--model-path"], sf["--weights-dir"]) == (
+        "/checkpoints/mpo/final",
+        "/checkpoints/weights/gspo",
+    )
+    assert server["startupProbe"]["httpGet"]["path"] == "/health"
 
 
 def test_stage_batches_come_from_the_spec(examples: dict[str, Any]) -> None:
@@ -147,11 +165,8 @@ def test_a_separate_weights_claim_is_mounted_where_both_sides_see_it(examples: d
         container(kids["Job/tiny-cascade-rl-s1-r0"]),
         container(kids["Deployment/tiny-cascade-rl-rollout"]),
     )
-    assert (
-        flags(trainer["command"])["--weights-dir"]
-        == flags(server["args"])["--weights-dir"]
-        == "/weights/gspo"
-    )
+    # vLLM reloads from the folder the trainer names: the same path on both sides.
+    assert flags(trainer["command"])["--weights-dir"] == "/weights/gspo"
     for c in (trainer, server):
         assert {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["weights"] == "/weights"
 
