@@ -140,6 +140,7 @@ def gspo(
     *extra: str,
     rollout_url: str,
     weights_dir: str,
+    rollout_engine: str = "vllm",
     task: str = "arithmetic-24",
     preset: str = "tiny",
     model_path: str | None = None,
@@ -169,6 +170,7 @@ def gspo(
         extra: further trainer flags (python -m vlmop.workloads.rl.gspo --help)
         rollout_url: rollout server URL(s), comma-separated (ranks spread over them)
         weights_dir: folder shared with the rollout servers, where each update's weights are published
+        rollout_engine: vllm (vLLM servers: token ids, pause/reload/reset/resume) or vlmop (the stand-in)
         task: generated task(s), comma-separated (arithmetic-24, sorting, knights-knaves, letters)
         preset: named model built from scratch (tiny, tiny-vl, qwen2.5-0.5b)
         model_path: Hugging Face checkpoint directory, usually the MPO stage's export
@@ -195,6 +197,7 @@ def gspo(
     servers = [arg for url in rollout_url.split(",") if url for arg in ("--rollout-url", url)]
     tasks = [arg for name in task.split(",") if name for arg in ("--task", name)]
     flags = {
+        "rollout-engine": rollout_engine,
         "weights-dir": weights_dir,
         "rewards": rewards,
         "group-size": group_size,

@@ -190,3 +190,4 @@ def test_the_gspo_component_runs_the_gspo_trainer_against_its_rollout_pool() -> 
     assert [v for k, v in pairs if k == "--rollout-url"] == ["http://rollout-0:8000", "http://rollout-1:8000"]
     assert [v for k, v in pairs if k == "--task"] == ["sorting", "letters"]
     assert ("--group-size", "8") in pairs and ("--weights-dir", "/weights") in pairs
+    assert ("--rollout-engine", "vllm") in pairs

@@ -45,6 +45,7 @@ def gspo(url: str, weights: Path, tmp_path: Path, steps: int, *extra: str) -> li
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
         "--master-port", str(free_port()), "-m", "vlmop.workloads.rl.gspo", "--rollout-url", url,
+        "--rollout-engine", "vlmop",
         "--model-preset", PRESET,
         "--weights-dir", str(weights),
         "--task", "letters", "--group-size", "8", "--max-tokens", "4", "--micro-batch-size", "4",

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GSPOTrainConfig(pretrain_config.TrainConfig):
     rollout_urls: tuple[str, ...] = ()
-    rollout_engine: rollout.Engine = "vlmop"
+    rollout_engine: rollout.Engine = "vllm"  # vlmop: the transformers stand-in (rollout_server.py)
     weights_dir: Path = Path("/weights")
     tasks: tuple[str, ...] = ("arithmetic-24",)
     cases: int = 4096  # generated prompts, cycled through by step
