@@ -87,6 +87,9 @@ class RolloutPool(Placement):
     max_model_len: int | None = Field(
         None, ge=16, description="vLLM --max-model-len: longest prompt + answer; the model's when empty."
     )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="vLLM --dtype (auto: the checkpoint's, float32 weights served in bfloat16)."
+    )
     port: int = Field(8000, ge=1024, le=65535, description="HTTP port of each rollout server.")
     replicas: int = Field(1, ge=1, description="Rollout server replicas.")
     gpus_per_replica: int = Field(1, ge=0, description="GPUs per rollout server.")

@@ -69,7 +69,9 @@ class LanguagePool(Placement):
         None, ge=16, description="vLLM --max-model-len: longest prompt + answer; the model's when empty."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="vLLM --dtype of the weights and activations (auto: the checkpoint's)."
+        "auto",
+        description="vLLM --dtype of the weights and activations (auto: the checkpoint's, float32 "
+        "weights served in bfloat16).",
     )
     args: list[str] = Field(default_factory=list, description="Extra vLLM arguments.")
     port: int = Field(8000, ge=1024, le=65535, description="HTTP port of the vLLM server.")

@@ -112,7 +112,7 @@ def rollout_pool(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int) -
     if rollout.engine == "vllm":  # admission (CEL) makes sure the stage starts from a checkpoint
         command = ["vllm", "serve", model_args(spec, index)[1]]
         args = pools.vllm_args(
-            ROLLOUT_NAME, rollout.port, rollout.tensor_parallel, rollout.max_model_len, "auto"
+            ROLLOUT_NAME, rollout.port, rollout.tensor_parallel, rollout.max_model_len, rollout.dtype
         )
         env = {
             "VLLM_SERVER_DEV_MODE": "1"

@@ -40,7 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, vllm: Any) -> Iterator[tupl
     for stage in doc["spec"]["stages"]:
         stage["skip"] = stage["kind"] != "gspo"  # the gspo stage starts from the checkpoint itself
         if stage["kind"] == "gspo":
-            stage["rollout"].update(engine="vllm", port=free_port())
+            stage["rollout"].update(engine="vllm", port=free_port(), dtype="float32")  # as transformers
     spec = CascadeRLJobSpec.model_validate(doc["spec"])
     index = next(i for i, s in enumerate(spec.stages) if not s.skip)
     owner = {"metadata": {"name": "rl", "namespace": "ns", "uid": "u"}, "apiVersion": "vlmop.io/v1alpha1",
