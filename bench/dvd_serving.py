@@ -13,9 +13,13 @@ several client concurrencies.
 
 Each request is a different 448x224 image (a random half and a flat half, new pixels every request:
 no cache hits) → two 224 tiles and a thumbnail, and a short question; --max-tokens greedy tokens.
-vlmop's processes get OMP_NUM_THREADS --threads; vLLM is started as tests/vllm/serve.py (the CPU
-build's `vllm serve`) from .venv-vllm. The vision server keeps ViR on (the flat tile costs 16 tokens
-instead of 64); coupled vLLM has no ViR."""
+The vision server keeps ViR on (the flat tile costs 16 tokens instead of 64); coupled vLLM has none.
+vLLM runs as tests/vllm/serve.py (the CPU build's `vllm serve`, .venv-vllm), `--dtype auto`.
+
+Process settings (each measured by A/B on 2 cores, README "Benchmarks"): vlmop's processes get
+OMP_NUM_THREADS --threads (1); vllm-dvd's vLLM one thread (--dvd-vllm-threads: with 2 it stalls on
+the core the vision server computes on) and a vision server in vLLM's dtype (--vision-dtype auto:
+bfloat16 here, the ViT twice as fast as in float32); coupled vLLM has the machine (2 threads)."""
 
 from __future__ import annotations
 
@@ -89,11 +93,12 @@ class Processes:
         self.start(module, command, {"OMP_NUM_THREADS": str(self.threads)},
                    f"http://127.0.0.1:{port}/health", 120)  # fmt: skip
 
-    def vllm(self, model: Path, port: int, extra: list[str], env: dict[str, str]) -> None:
+    def vllm(self, model: Path, port: int, extra: list[str], threads: int) -> None:
         command = [str(VLLM_PYTHON), str(ROOT / "tests" / "vllm" / "serve.py"), str(model),
                    "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "vlm",
                    "--tensor-parallel-size", "1", "--dtype", "auto", *extra]  # fmt: skip
-        self.start("vllm", command, VLLM_ENV | env, f"http://127.0.0.1:{port}/health", 300)
+        env = VLLM_ENV | {"OMP_NUM_THREADS": str(threads)}
+        self.start("vllm", command, env, f"http://127.0.0.1:{port}/health", 300)
 
     def stop(self) -> None:
         for process in self.running:
@@ -110,22 +115,22 @@ class Processes:
 def stack(name: str, model: Path, work: Path, args: argparse.Namespace) -> Iterator[str]:
     """Start `name`'s servers; yields its chat completions URL."""
     processes = Processes(work, args.threads)
-    vllm_env = {"OMP_NUM_THREADS": str(args.vllm_threads)}
     try:
         port = free_port()
         if name == "vllm-coupled":
             tiling = json.dumps({"crop_to_patches": True, "max_patches": args.max_tiles})
-            processes.vllm(model, port, ["--mm-processor-kwargs", tiling], vllm_env)
+            processes.vllm(model, port, ["--mm-processor-kwargs", tiling], args.coupled_vllm_threads)
         elif name == "standin-coupled":
             processes.vlmop("gateway", ["--coupled", str(model)], port)
         else:
             vision, language = free_port(), free_port()
+            dtype = args.vision_dtype if name == "vllm-dvd" else "float32"  # the stand-in LM is fp32
             processes.vlmop("vision", ["--model", str(model), "--max-tiles", str(args.max_tiles),
-                                       *args.vision_args.split()], vision)  # fmt: skip
+                                       "--dtype", dtype, *args.vision_args.split()], vision)  # fmt: skip
             pools = ["--vision-url", f"http://127.0.0.1:{vision}", "--language-url",
                      f"http://127.0.0.1:{language}"]  # fmt: skip
             if name == "vllm-dvd":  # the language pool's command as the operator writes it
-                processes.vllm(model, language, ["--enable-mm-embeds"], vllm_env)
+                processes.vllm(model, language, ["--enable-mm-embeds"], args.dvd_vllm_threads)
                 pools += ["--language-protocol", "vllm", "--model-config", str(model / "config.json")]
             else:
                 processes.vlmop("language", ["--model", str(model)], language)
@@ -133,6 +138,15 @@ def stack(name: str, model: Path, work: Path, args: argparse.Namespace) -> Itera
         yield f"http://127.0.0.1:{port}/v1/chat/completions"
     finally:
         processes.stop()
+
+
+def settings(name: str, args: argparse.Namespace) -> str:
+    """What a stack's row depends on beyond the shared request shape."""
+    if name == "vllm-coupled":
+        return f"vllm-threads={args.coupled_vllm_threads}"
+    if name == "vllm-dvd":
+        return f"vision-{args.vision_dtype} vllm-threads={args.dvd_vllm_threads}"
+    return f"threads={args.threads}"
 
 
 async def load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> tuple[float, list[float]]:
@@ -175,7 +189,9 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--max-tiles", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="OMP threads per vlmop server process")
-    p.add_argument("--vllm-threads", type=int, default=2, help="OMP threads of vLLM's processes")
+    p.add_argument("--vision-dtype", default="auto", help="vllm-dvd's vision server (auto: as vLLM's)")
+    p.add_argument("--dvd-vllm-threads", type=int, default=1, help="OMP threads, vllm-dvd's vLLM")
+    p.add_argument("--coupled-vllm-threads", type=int, default=2, help="OMP threads, coupled vLLM")
     p.add_argument("--vision-args", default="", help="more vision server flags (A/B runs)")
     p.add_argument("--tag", default="", help="appended to the results' variant (A/B runs)")
     args = p.parse_args()
@@ -186,14 +202,15 @@ def main() -> None:
     model = save_tiny(work / "model", config=small_config() if args.size == "small" else tiny_config())
     side = 224 if args.size == "small" else 32
     seeds = iter(range(10**9))  # every request of every run a new image
+    shape = f"max_tokens={args.max_tokens} max_tiles={args.max_tiles}"
     for name in stacks:
         with stack(name, model, work, args) as url:
             for concurrency in clients:
                 bodies = [body(image(2 * side, side, next(seeds)), args.max_tokens)
                           for _ in range(args.requests + 2)]  # fmt: skip
                 elapsed, latencies = asyncio.run(load(url, bodies, concurrency))
-                variant = f"{args.size} {name} c={concurrency} threads={args.threads} max_tokens={args.max_tokens}"
-                results.append("dvd_serving", variant + (f" {args.tag}" if args.tag else ""), {
+                variant = f"{args.size} {name} c={concurrency} {settings(name, args)} {shape} {args.tag}"
+                results.append("dvd_serving", variant.strip(), {
                     "requests_per_second": len(latencies) / elapsed,
                     "p50_ms": 1000 * statistics.median(latencies),
                     "p99_ms": 1000 * percentile(latencies, 0.99),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -145,6 +146,19 @@ class VisionService:
         return tokens.cpu(), packed.offsets.diff().cpu()  # to the wire (and the batcher's slicing)
 
 
+def auto_dtype(directory: Path, device: str) -> torch.dtype:
+    """vLLM's `--dtype auto` for this checkpoint: its own dtype, float32 weights downcast to bfloat16
+    (float16 on a GPU without it). Given the language pool's --dtype, the ViT computes in the LM's
+    precision: a float32 ViT beside vLLM's bfloat16 LM took twice the time per image (CPU,
+    bench/dvd_serving.py)."""
+    config = json.loads((directory / "config.json").read_text())
+    dtype: torch.dtype = getattr(torch, str(config.get("dtype") or config.get("torch_dtype") or "float32"))
+    if dtype != torch.float32:
+        return dtype
+    cuda = device.startswith("cuda")
+    return torch.float16 if cuda and not torch.cuda.is_bf16_supported() else torch.bfloat16
+
+
 def app(service: VisionService) -> web.Application:
     async def encode(request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -188,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vir-threshold", type=float, default=0.5)
     p.add_argument("--max-image-bytes", type=int, default=images.Limits.max_bytes)
     p.add_argument("--max-image-pixels", type=int, default=images.Limits.max_pixels)
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
+                   help="auto: as vLLM's (the checkpoint's; float32 weights in bfloat16)")  # fmt: skip
     p.add_argument("--device", default=None, help="torch device; default: cuda when there is one")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -200,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
         args.vir_threshold,
         images.Limits(args.max_image_bytes, args.max_image_pixels),
     )
-    service = VisionService(args.model, settings, getattr(torch, args.dtype), args.device)
+    device = args.device or default_device()
+    dtype = auto_dtype(args.model, device) if args.dtype == "auto" else getattr(torch, args.dtype)
+    service = VisionService(args.model, settings, dtype, device)
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(app(service), host=args.host, port=args.port, print=None)
 
