@@ -22,12 +22,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
+from vlmop.operator.builders import pool as pools
 from vlmop.operator.localapi.loopback import free_port, wait_ready
 from vlmop.workloads.serving.model import save_tiny
 
@@ -38,12 +38,11 @@ VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"
 
 
 def first_completion(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    """vLLM answers /health before its engine has served anything: wait for one sampled token."""
+    """vLLM answers /health before its engine has served anything: the pool's own startup probe (one
+    sampled token, operator/builders/pool.py) says when it serves."""
     wait_ready(f"{url}/health", server, log, 300)
-    body = json.dumps({"model": "policy", "prompt": [1], "max_tokens": 1}).encode()
-    headers = {"Content-Type": "application/json"}
-    request = urllib.request.Request(f"{url}/v1/completions", body, headers)  # noqa: S310 (loopback)
-    urllib.request.urlopen(request, timeout=120).close()  # noqa: S310
+    probe = pools.first_completion(int(url.rsplit(":", 1)[1]), "policy")
+    subprocess.run([sys.executable, *probe[1:]], check=True, timeout=120)
 
 
 def main() -> None:
