@@ -14,7 +14,7 @@ several client concurrencies.
 Each request is a different 448x224 image (a random half and a flat half, new pixels every request:
 no cache hits) → two 224 tiles and a thumbnail, and a short question; --max-tokens greedy tokens.
 The vision server keeps ViR on (the flat tile costs 16 tokens instead of 64); coupled vLLM has none.
-vLLM runs as tests/vllm/serve.py (the CPU build's `vllm serve`, .venv-vllm), `--dtype auto`.
+vLLM runs as operator/localapi/vllm_serve.py (the CPU build's `vllm serve`, .venv-vllm), `--dtype auto`.
 
 Process settings (each measured by A/B on 2 cores, README "Benchmarks"): vlmop's processes get
 OMP_NUM_THREADS --threads (1); vllm-dvd's vLLM one thread (--dvd-vllm-threads: with 2 it stalls on
@@ -46,12 +46,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
+from vlmop.operator.localapi import engines
 from vlmop.operator.localapi.loopback import free_port, wait_ready
 from vlmop.workloads.serving.model import save_tiny, small_config, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1"}
 STACKS = ("vllm-dvd", "vllm-coupled", "standin", "standin-coupled")
 
 
@@ -94,10 +93,10 @@ class Processes:
                    f"http://127.0.0.1:{port}/health", 120)  # fmt: skip
 
     def vllm(self, model: Path, port: int, extra: list[str], threads: int) -> None:
-        command = [str(VLLM_PYTHON), str(ROOT / "tests" / "vllm" / "serve.py"), str(model),
+        command = [str(engines.vllm_python()), str(engines.SERVE), str(model),
                    "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "vlm",
                    "--tensor-parallel-size", "1", "--dtype", "auto", *extra]  # fmt: skip
-        env = VLLM_ENV | {"OMP_NUM_THREADS": str(threads)}
+        env = engines.CPU_ENV | {"OMP_NUM_THREADS": str(threads)}
         self.start("vllm", command, env, f"http://127.0.0.1:{port}/health", 300)
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ server process plus the trainer under torchrun.
   python bench/gspo_step.py --engine vllm --max-tokens 32     # vLLM rollouts, tiny InternVL checkpoint
   python bench/gspo_step.py --engine vlmop --internvl --max-tokens 32   # the stand-in on the same
 
---engine vllm starts vLLM's CPU server (.venv-vllm, tests/vllm/serve.py) on the tiny InternVL
+--engine vllm starts vLLM's CPU server (.venv-vllm, operator/localapi/vllm_serve.py) on the tiny InternVL
 checkpoint (`save_tiny`) as the operator does for `rollout.engine: vllm` (VLLM_SERVER_DEV_MODE=1 for
 pause/reload/reset/resume); --internvl runs the stand-in server on that checkpoint too. Reports rank
 0's mean seconds per phase over the steps after the first (warm-up), and the rollout share."""
@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
 from vlmop.operator.builders import pool as pools
+from vlmop.operator.localapi import engines
 from vlmop.operator.localapi.loopback import free_port, wait_ready
 from vlmop.workloads.serving.model import save_tiny
 
 PHASES = ("rollout", "reward", "update", "publish")
 ROOT = Path(__file__).resolve().parent.parent
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1",
-            "VLLM_SERVER_DEV_MODE": "1"}  # fmt: skip
+VLLM_ENV = engines.CPU_ENV | {"VLLM_SERVER_DEV_MODE": "1"}
 
 
 def first_completion(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
@@ -68,7 +68,7 @@ def main() -> None:
         if internvl:
             model = ["--model-path", str(save_tiny(work / "model"))]
         if args.engine == "vllm":  # the operator's rollout pool command
-            command = [str(ROOT / ".venv-vllm" / "bin" / "python"), str(ROOT / "tests" / "vllm" / "serve.py"),
+            command = [str(engines.vllm_python()), str(engines.SERVE),
                        model[1], "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "policy",
                        "--tensor-parallel-size", "1", "--dtype", "auto"]  # fmt: skip
         else:

@@ -19,6 +19,7 @@ import kubernetes
 from vlmop.operator import crdgen
 from vlmop.operator.api import GROUP, KINDS, VERSION, KindInfo
 from vlmop.operator.localapi.loopback import free_port
+from vlmop.operator.localapi.podsite import resolver
 from vlmop.operator.localapi.runner import BackgroundAPIServer
 
 
@@ -80,7 +81,7 @@ class LocalCluster:
 
     def start_operator(self, timeout: float = 60, standalone: bool = True) -> None:
         """`python -m vlmop.operator [--standalone]` against this API server; waits for liveness."""
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **resolver(self.workdir / "hosts.json")}
         command = [
             sys.executable,
             "-m",

@@ -1,26 +1,34 @@
-"""A stand-in for the Job controller, the gang scheduler and the kubelet on one machine, so that
-`vlmop local` really trains: every Indexed Job the operator creates gets its pods (owned by the Job,
-with the completion-index annotation), and each pod's container command runs as a local process.
+"""A stand-in for the Job and ReplicaSet controllers, kube-proxy, cluster DNS and the kubelet on one
+machine, so that `vlmop local` runs every pod the operator's children imply: each Indexed Job gets its
+pods (the completion-index annotation, run once), each Deployment its replicas (rolled out surge-first
+by its strategy, restarted with back-off when they exit, probed by the probes they declare), and each
+pod's container runs as a local process group.
 
-What a node would provide is mapped onto this machine: claims become directories (`<claims>/<name>`
-when it exists, else one under the work directory), ConfigMap volumes are written out, mount paths in
-the command and env are rewritten to those directories, `*.svc` names resolve to 127.0.0.1, each Job
-gets its own rendezvous port, and `torchrun` is this Python's. Images, resources and security
-contexts are not enforced: it is a local runner, not a sandbox. Deleting a Job stops its processes
-(SIGTERM, then SIGKILL after the grace period) like a kubelet would."""
+What a node would provide is mapped onto this machine: every pod has a loopback address of its own
+(its 0.0.0.0 is that address: podsite/sitecustomize.py), Services resolve and proxy to the ready pods
+(services.py), claims become directories (`<claims>/<name>` when it exists, else one under the work
+directory), ConfigMap volumes are written out, hostPath volumes are the host's folders, mount paths in
+the command and env are rewritten to those directories, each Job gets its own rendezvous port, and
+`torchrun`, `python` and `vllm serve` are this machine's (vLLM's CPU venv: engines.py). Images,
+resources, security contexts and NetworkPolicies are not enforced: it is a local runner, not a sandbox.
+Deleting a pod or its owner stops its processes (SIGTERM, then SIGKILL after the grace period)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import json
+import math
 import os
+import random
 import re
 import signal
+import string
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -30,21 +38,39 @@ import psutil
 from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator import kube
+from vlmop.operator.localapi import engines, services
 from vlmop.operator.localapi.loopback import free_port
+from vlmop.operator.localapi.podsite import resolver
+from vlmop.operator.localapi.probes import Prober
 
 INDEX = "batch.kubernetes.io/job-completion-index"
-SELECTOR = "app.kubernetes.io/managed-by=vlmop"
+TEMPLATE_HASH = "pod-template-hash"
 KEEP_ENV = ("PATH", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "TMPDIR")
+BACKOFF = (10.0, 300.0)  # a crashing container waits 10 s, 20 s, ... up to 5 min, as a kubelet does
 
 
 @dataclass
 class LocalPod:
     name: str
     namespace: str
-    job_uid: str
-    process: subprocess.Popen[bytes]
+    owner_uid: str  # the Job's or the Deployment's
+    body: dict[str, Any]  # metadata and spec, as created
+    ip: str
     directory: Path
+    always: bool  # a Deployment's pod: restarted when it exits
+    template_hash: str = ""
+    port: str = ""  # the Job's rendezvous port
+    process: subprocess.Popen[bytes] | None = None
+    prober: Prober | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    last_exit: dict[str, Any] | None = None
     stopping: float | None = None
+    written: dict[str, Any] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.process and self.process.poll() is None and self.prober and self.prober.ready)
 
 
 @dataclass
@@ -59,8 +85,14 @@ class LocalKubelet:
     def __post_init__(self) -> None:
         self.claims = self.claims.resolve() if self.claims else None  # pods run in their own folders
         self.logs = self.workdir / "pods"  # <pod>/log: what the API server answers for pods/<pod>/log
+        self.hosts_file = self.workdir / "hosts.json"
+        self.targets_file = self.workdir / "scrape-targets.json"  # for a local Prometheus (file_sd)
         self.core = kubernetes.client.CoreV1Api(self.client)
-        self.batch = kubernetes.client.BatchV1Api(self.client)
+        self.apps = kubernetes.client.AppsV1Api(self.client)
+        self.addresses = services.Addresses()
+        self.cluster_ips: dict[str, str] = {}  # Service uid -> its proxy's address
+        self.proxies = services.Proxies(self.hosts_file)
+        self.deployment_status: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="local-kubelet", daemon=True)
         self.errors: list[str] = []
@@ -71,13 +103,25 @@ class LocalKubelet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
-        for name in list(self.pods):
-            self.kill(name)
+        for pod in list(self.pods.values()):
+            self._terminate(pod)
+        deadline = time.monotonic() + self.grace_seconds
+        for pod in list(self.pods.values()):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if pod.process:
+                    pod.process.wait(max(0.0, deadline - time.monotonic()))
+            self.kill(pod.name)
+        self.proxies.stop()
 
     def kill(self, pod: str) -> None:
         """SIGKILL every process of the pod, as the kernel does to a container's cgroup (an OOM kill,
         a lost node): torchrun starts its workers in sessions of their own, so the tree is walked."""
-        process = self.pods[pod].process
+        local = self.pods[pod]
+        if local.prober:
+            local.prober.stop()
+        process = local.process
+        if process is None:
+            return
         with contextlib.suppress(psutil.NoSuchProcess):
             for child in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
                 with contextlib.suppress(psutil.NoSuchProcess):
@@ -85,7 +129,7 @@ class LocalKubelet:
         process.wait()
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(0.3):
             try:
                 self.sync()
             except Exception as error:  # keep running; tests read .errors
@@ -93,78 +137,204 @@ class LocalKubelet:
 
     def sync(self) -> None:
         jobs = {j["metadata"]["uid"]: j for j in self._list("/apis/batch/v1/jobs")}
+        deployments = {d["metadata"]["uid"]: d for d in self._list("/apis/apps/v1/deployments")}
         for uid, job in jobs.items():
             if uid not in self.started and not job["spec"].get("suspend"):
                 self.started.add(uid)
                 self._start_job(job)
-        now = time.monotonic()
-        for name, pod in list(self.pods.items()):
-            if pod.job_uid not in jobs and pod.stopping is None:  # the Job was deleted
-                pod.stopping = now  # SIGTERM to the container's first process; torchrun forwards it
-                with contextlib.suppress(ProcessLookupError):
-                    pod.process.send_signal(signal.SIGTERM)
-            if pod.stopping is not None and now - pod.stopping > self.grace_seconds:
-                self.kill(name)
-            code = pod.process.poll()
-            if code is not None:
-                del self.pods[name]
-                if pod.stopping is None:
-                    self._report_exit(pod, code)
+        for deployment in deployments.values():
+            self._replicas(deployment)
+        existing = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self._list("/api/v1/pods")}
+        now, owners = time.monotonic(), jobs.keys() | deployments.keys()
+        for pod in list(self.pods.values()):
+            gone = pod.owner_uid not in owners or (pod.namespace, pod.name) not in existing
+            if gone and pod.stopping is None:
+                self._terminate(pod)
+            if pod.stopping is None:
+                self._tend(pod, now)
+            elif (
+                pod.process is None
+                or pod.process.poll() is not None
+                or now - pod.stopping > self.grace_seconds
+            ):
+                self.kill(pod.name)
+                del self.pods[pod.name]
+        for deployment in deployments.values():
+            self._deployment_status(deployment)
+        self._services()
 
     def _list(self, path: str) -> list[dict[str, Any]]:
-        selector = urllib.parse.quote(SELECTOR)
-        return list(kube.request("GET", f"{path}?labelSelector={selector}", api=self.client)["items"])
+        return list(kube.request("GET", path, api=self.client)["items"])
+
+    # ---- pods of Jobs and Deployments -----------------------------------------------------------
 
     def _start_job(self, job: dict[str, Any]) -> None:
         spec, meta = job["spec"], job["metadata"]
         port = str(free_port())
         for index in range(int(spec.get("completions") or 1)):
-            template = spec["template"]
-            pod_name = f"{meta['name']}-{index}"
-            annotations = {**(template["metadata"].get("annotations") or {}), INDEX: str(index)}
-            owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
-            body = {
-                "metadata": {
-                    "name": pod_name,
-                    "namespace": meta["namespace"],
-                    "labels": template["metadata"].get("labels") or {},
-                    "annotations": annotations,
-                    "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
-                },
-                "spec": template["spec"],
-            }
-            self.core.create_namespaced_pod(meta["namespace"], cast(Any, body))
-            try:
-                process, directory = self._run(body, port)
-            except (OSError, LookupError, ValueError) as error:
-                self._set_status(body, "Failed", 1, f"CreateContainerConfigError: {error}")
-                continue
-            self.pods[pod_name] = LocalPod(pod_name, meta["namespace"], meta["uid"], process, directory)
-            self._set_status(body, "Running")
+            self._create(job, f"{meta['name']}-{index}", {INDEX: str(index)}, {}, port=port)
 
-    def _run(self, pod: dict[str, Any], port: str) -> tuple[subprocess.Popen[bytes], Path]:
-        meta, spec = pod["metadata"], pod["spec"]
+    def _create(
+        self, owner: dict[str, Any], name: str, annotations: dict[str, str], labels: dict[str, str],
+        port: str = "",
+    ) -> None:  # fmt: skip
+        meta, template = owner["metadata"], owner["spec"]["template"]
+        ref = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
+               "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        body = {
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": {**(template["metadata"].get("labels") or {}), **labels},
+                "annotations": {**(template["metadata"].get("annotations") or {}), **annotations},
+                "ownerReferences": [ref],
+            },
+            "spec": template["spec"],
+        }
+        self.core.create_namespaced_pod(meta["namespace"], cast(Any, body))
+        pod = LocalPod(
+            name, meta["namespace"], meta["uid"], body, self.addresses.take(), self.logs / name,
+            always=owner["kind"] == "Deployment", template_hash=labels.get(TEMPLATE_HASH, ""), port=port,
+        )  # fmt: skip
+        self.pods[name] = pod
+        self._tend(pod, time.monotonic())
+
+    def _replicas(self, deployment: dict[str, Any]) -> None:
+        """The ReplicaSet controller's part: the pods of the current template up to `replicas`, the
+        old ones retired as the strategy allows (no ReplicaSet objects are kept)."""
+        meta, spec = deployment["metadata"], deployment["spec"]
+        want, current = int(spec.get("replicas", 1)), template_hash(spec["template"])
+        mine = [p for p in self.pods.values() if p.owner_uid == meta["uid"] and p.stopping is None]
+        surge, unavailable = strategy(spec, want)
+        replicas = [Replica(p.name, p.template_hash == current, p.ready) for p in mine]
+        create, remove = rollout(want, surge, unavailable, replicas)
+        for name in remove:
+            self._delete(self.pods[name])
+        for _ in range(create):
+            suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))  # noqa: S311
+            self._create(deployment, f"{meta['name']}-{current}-{suffix}", {}, {TEMPLATE_HASH: current})
+
+    def _deployment_status(self, deployment: dict[str, Any]) -> None:
+        meta, spec = deployment["metadata"], deployment["spec"]
+        mine = [p for p in self.pods.values() if p.owner_uid == meta["uid"] and p.stopping is None]
+        want, ready = int(spec.get("replicas", 1)), sum(p.ready for p in mine)
+        _, unavailable = strategy(spec, want)
+        available = ready >= want - unavailable
+        status = {
+            "observedGeneration": meta.get("generation", 1),
+            "replicas": len(mine),
+            "updatedReplicas": sum(p.template_hash == template_hash(spec["template"]) for p in mine),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(0, want - ready),
+            "conditions": [{"type": "Available", "status": str(available),
+                            "reason": f"MinimumReplicas{'' if available else 'Un'}available"}],
+        }  # fmt: skip
+        if self.deployment_status.get(meta["uid"]) != status:
+            with contextlib.suppress(ApiException):  # deleted meanwhile
+                self.apps.patch_namespaced_deployment_status(
+                    meta["name"], meta["namespace"], {"status": status}
+                )
+                self.deployment_status[meta["uid"]] = status
+
+    def _delete(self, pod: LocalPod) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_pod(pod.name, pod.namespace)
+        self._terminate(pod)
+
+    def _terminate(self, pod: LocalPod) -> None:
+        """SIGTERM to the container's first process (torchrun forwards it); SIGKILL after the grace."""
+        pod.stopping = time.monotonic()
+        if pod.prober:
+            pod.prober.stop()
+        if pod.process and pod.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                pod.process.send_signal(signal.SIGTERM)
+
+    def _tend(self, pod: LocalPod, now: float) -> None:
+        """Start (or restart after the back-off), notice exits and failed probes, write the status."""
+        exited: tuple[int, str] | None = None
+        if pod.process is None and now >= pod.next_start:
+            try:
+                self._run(pod)
+            except (OSError, LookupError, ValueError) as error:
+                exited = (1, f"CreateContainerConfigError: {error}")
+        elif pod.process is not None:
+            code, dead = pod.process.poll(), pod.prober.dead if pod.prober else ""
+            if dead:
+                self.kill(pod.name)
+                code = pod.process.returncode
+            if code is not None:
+                exited = (code, self._exit_message(pod, code) or dead)
+        if exited is not None:
+            if not pod.always:  # a Job's pod runs once
+                phase = "Succeeded" if exited[0] == 0 else "Failed"
+                self._write(pod, {"phase": phase, **container_status(pod, terminated(*exited))})
+                del self.pods[pod.name]
+                return
+            pod.restarts += 1
+            pod.last_exit = terminated(*exited)
+            pod.next_start = now + min(BACKOFF[0] * 2 ** (pod.restarts - 1), BACKOFF[1])
+            pod.process = None
+            if pod.prober:
+                pod.prober.stop()
+        if pod.process is None:
+            message = (pod.last_exit or {}).get("terminated", {}).get("message", "")
+            state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+        else:
+            state = {"running": {}}
+        self._write(pod, {"phase": "Running", **container_status(pod, state)})
+
+    def _write(self, pod: LocalPod, status: dict[str, Any]) -> None:
+        status = {**status, "podIP": pod.ip, "podIPs": [{"ip": pod.ip}], "hostIP": "127.0.0.1"}
+        status["conditions"] = [{"type": t, "status": str(pod.ready)} for t in ("Ready", "ContainersReady")]
+        if status == pod.written:
+            return
+        with contextlib.suppress(ApiException):  # the pod may be gone with its owner
+            self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
+            pod.written = status
+
+    def _run(self, pod: LocalPod) -> None:
+        meta, spec = pod.body["metadata"], pod.body["spec"]
         container = spec["containers"][0]
-        directory = self.logs / meta["name"]
-        directory.mkdir(parents=True, exist_ok=True)
-        mounts = self._mounts(meta["namespace"], spec, container, directory)
+        pod.directory.mkdir(parents=True, exist_ok=True)
+        mounts = self._mounts(meta["namespace"], spec, container, pod.directory)
         env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
         for var in container.get("env") or []:
-            value = self._env_value(meta, var)
+            value = self._env_value(meta, var, pod.ip)
             if value is not None:
                 env[var["name"]] = _localise(_expand(value, env), mounts)
-        env["MASTER_PORT"] = port  # one rendezvous port per Job: several jobs share this host
-        env["VLMOP_TERMINATION_LOG"] = str(directory / "termination-log")
+        if pod.port:
+            env["MASTER_PORT"] = pod.port  # one rendezvous port per Job: several jobs share this host
+        env["VLMOP_TERMINATION_LOG"] = str(pod.directory / "termination-log")
+        env |= {**resolver(self.hosts_file), "VLMOP_POD_IP": pod.ip}
         command = [
-            _localise(_expand(arg, env), mounts) for arg in container["command"] + container.get("args", [])
+            _localise(_expand(arg, env), mounts)
+            for arg in container.get("command", []) + container.get("args", [])
         ]
-        if command[0] == "torchrun":
-            command[:1] = [sys.executable, "-m", "torch.distributed.run"]
-        log = (directory / "log").open("ab")
-        process = subprocess.Popen(
-            command, env=env, cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        return process, directory
+        if not command:
+            raise ValueError(f"container {container['name']} has no command: images are not run here")
+        command, extra = executable(command)
+        env = extra | env
+        with (pod.directory / "log").open("ab") as log:
+            pod.process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=pod.directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        def exec_probe(argv: list[str], timeout: float) -> int:
+            argv = [
+                a.replace("://127.0.0.1:", f"://{pod.ip}:").replace("://localhost:", f"://{pod.ip}:")
+                for a in argv
+            ]
+            return subprocess.run(executable(argv)[0], env=env, cwd=pod.directory, capture_output=True,
+                                  timeout=timeout, check=False).returncode  # fmt: skip
+
+        pod.prober = Prober(container, pod.ip, exec_probe)
 
     def _mounts(
         self, namespace: str, spec: dict[str, Any], container: dict[str, Any], directory: Path
@@ -178,6 +348,8 @@ class LocalKubelet:
                 claim = volume["persistentVolumeClaim"]["claimName"]
                 shared = self.claims / claim if self.claims else None
                 local = shared if shared and shared.is_dir() else self.workdir / "claims" / claim
+            elif "hostPath" in volume:
+                local = Path(volume["hostPath"]["path"])
             else:
                 local = directory / "volumes" / mount["name"]
             local.mkdir(parents=True, exist_ok=True)
@@ -188,15 +360,23 @@ class LocalKubelet:
             out[mount["mountPath"]] = str(local)
         return out
 
-    def _env_value(self, meta: dict[str, Any], var: dict[str, Any]) -> str | None:
+    def _env_value(self, meta: dict[str, Any], var: dict[str, Any], ip: str) -> str | None:
         if "value" in var:
             return str(var["value"])
         source = var.get("valueFrom") or {}
         if "fieldRef" in source:
-            match = re.fullmatch(r"metadata\.annotations\['(.+)'\]", source["fieldRef"]["fieldPath"])
-            if not match:
-                raise ValueError(f"unsupported fieldRef {source['fieldRef']['fieldPath']}")
-            return str(meta["annotations"][match.group(1)])
+            path = source["fieldRef"]["fieldPath"]
+            fields = {
+                "status.podIP": ip,
+                "metadata.name": meta["name"],
+                "metadata.namespace": meta["namespace"],
+            }
+            match = re.fullmatch(r"metadata\.annotations\['(.+)'\]", path)
+            if match:
+                return str(meta["annotations"][match.group(1)])
+            if path not in fields:
+                raise ValueError(f"unsupported fieldRef {path}")
+            return fields[path]
         ref = source["secretKeyRef"]
         try:
             secret = self.core.read_namespaced_secret(ref["name"], meta["namespace"])
@@ -206,34 +386,129 @@ class LocalKubelet:
                 return None
             raise LookupError(f"secret {ref['name']} key {ref['key']} not found") from error
 
-    def _report_exit(self, pod: LocalPod, code: int) -> None:
+    @staticmethod
+    def _exit_message(pod: LocalPod, code: int) -> str:
         message_file = pod.directory / "termination-log"
         if message_file.is_file() and message_file.read_text().strip():
-            message = message_file.read_text()
-        elif code:  # terminationMessagePolicy: FallbackToLogsOnError
-            message = "\n".join((pod.directory / "log").read_text(errors="replace").splitlines()[-20:])
-        else:
-            message = ""
-        body = {"metadata": {"name": pod.name, "namespace": pod.namespace}}
-        self._set_status(body, "Succeeded" if code == 0 else "Failed", code, message)
+            return message_file.read_text()
+        if code:  # terminationMessagePolicy: FallbackToLogsOnError
+            return "\n".join((pod.directory / "log").read_text(errors="replace").splitlines()[-20:])
+        return ""
 
-    def _set_status(
-        self, pod: dict[str, Any], phase: str, code: int | None = None, message: str = ""
-    ) -> None:
-        status: dict[str, Any] = {"phase": phase, "podIP": "127.0.0.1"}
-        if code is not None:
-            terminated = {
-                "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
-                "message": message,
-            }
-            status["containerStatuses"] = [
-                {"name": "main", "image": "local", "imageID": "local", "ready": False, "restartCount": 0,
-                 "state": {"terminated": terminated}}
-            ]  # fmt: skip
-        meta = pod["metadata"]
-        with contextlib.suppress(ApiException):  # the pod may be gone with its Job
-            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+    # ---- Services -----------------------------------------------------------------------------
+
+    def _services(self) -> None:
+        listed = self._list("/api/v1/services")
+        for svc in listed:
+            uid, spec = svc["metadata"]["uid"], svc["spec"]
+            if spec.get("clusterIP") == "None" or uid in self.cluster_ips:
+                continue
+            self.cluster_ips[uid] = self.addresses.take()  # allocated once, as the API server does
+            with contextlib.suppress(ApiException):
+                name, namespace = svc["metadata"]["name"], svc["metadata"]["namespace"]
+                self.core.patch_namespaced_service(
+                    name, namespace, {"spec": {"clusterIP": self.cluster_ips[uid]}}
+                )
+        ready = [
+            services.Endpoint(p.namespace, p.body["metadata"]["labels"], p.ip, p.body["spec"],
+                              p.body["spec"].get("hostname") or p.name)
+            for p in self.pods.values() if p.ready and p.stopping is None
+        ]  # fmt: skip
+        self.proxies.update(*services.resolve(listed, ready, self.cluster_ips))
+        self.errors += self.proxies.errors
+        self.proxies.errors.clear()
+        targets = [{"targets": [f"{e.ip}:{port['containerPort']}"],
+                    "labels": {"namespace": e.namespace, "pod": name, "container": c["name"]}}
+                   for name, e in ((p.name, p) for p in ready_pods(self.pods))
+                   for c in e.body["spec"]["containers"] for port in c.get("ports") or []
+                   if port.get("name") in ("http", "metrics")]  # fmt: skip
+        text = json.dumps(targets, indent=1)
+        if not self.targets_file.exists() or self.targets_file.read_text() != text:
+            partial = self.targets_file.with_suffix(".partial")
+            partial.write_text(text)
+            os.replace(partial, self.targets_file)
+
+
+def ready_pods(pods: dict[str, LocalPod]) -> list[LocalPod]:
+    return [p for p in pods.values() if p.ready and p.stopping is None]
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str
+    current: bool  # of the Deployment's current template
+    ready: bool
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def strategy(spec: dict[str, Any], want: int) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) as pod counts: numbers or percentages of `replicas` (surge rounds
+    up, unavailable down), 25% each by default; Recreate retires every old pod first."""
+    rolling = spec.get("strategy") or {}
+    if rolling.get("type") == "Recreate":
+        return 0, want
+    values = rolling.get("rollingUpdate") or {}
+
+    def count(key: str, up: bool) -> int:
+        value = str(values.get(key, "25%"))
+        if not value.endswith("%"):
+            return int(value)
+        share = want * int(value[:-1]) / 100
+        return math.ceil(share) if up else math.floor(share)
+
+    surge, unavailable = count("maxSurge", True), count("maxUnavailable", False)
+    return (surge, unavailable) if surge or unavailable else (1, 0)
+
+
+def rollout(want: int, surge: int, unavailable: int, pods: list[Replica]) -> tuple[int, list[str]]:
+    """How many pods of the current template to create and which pods to remove: surplus current pods
+    (not ready first), then old pods while the ready count stays at or above want - maxUnavailable (an
+    old pod that is not ready costs nothing to remove); new pods never take the total over want + maxSurge."""
+    new = sorted((p for p in pods if p.current), key=lambda p: p.ready)
+    old = sorted((p for p in pods if not p.current), key=lambda p: p.ready)
+    surplus = new[: max(0, len(new) - want)]
+    new = new[len(surplus) :]
+    ready = sum(p.ready for p in new + old)
+    retired = []
+    for pod in old:
+        if not pod.ready or ready - 1 >= want - unavailable:
+            retired.append(pod)
+            ready -= pod.ready
+    kept_old = len(old) - len(retired)
+    create = max(0, min(want - len(new), want + surge - len(new) - kept_old))
+    return create, [p.name for p in surplus + retired]
+
+
+def terminated(code: int, message: str) -> dict[str, Any]:
+    return {
+        "terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": message}
+    }
+
+
+def container_status(pod: LocalPod, state: dict[str, Any]) -> dict[str, Any]:
+    container = pod.body["spec"]["containers"][0]
+    entry = {"name": container["name"], "image": container.get("image", "local"), "imageID": "local",
+             "ready": pod.ready, "restartCount": pod.restarts, "started": "running" in state,
+             "state": state}  # fmt: skip
+    if pod.last_exit:
+        entry["lastState"] = pod.last_exit
+    return {"containerStatuses": [entry]}
+
+
+def executable(command: list[str]) -> tuple[list[str], dict[str, str]]:
+    """This machine's programs for the images' (and the environment they need here)."""
+    if command[0] == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", *command[1:]], {}
+    if command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]], {}
+    if command[:2] == ["vllm", "serve"]:
+        if not engines.installed():
+            raise LookupError(f"vLLM is not installed here ({engines.vllm_python()}; see .ci/vllm-venv)")
+        return [str(engines.vllm_python()), str(engines.SERVE), *command[2:]], dict(engines.CPU_ENV)
+    return command, {}
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
@@ -242,7 +517,8 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def _localise(value: str, mounts: dict[str, str]) -> str:
-    """Rewrite in-pod paths under a mount to the local directory; `*.svc` hosts to loopback."""
+    """Rewrite in-pod paths under a mount to the local directory; bare `*.svc` hosts (a rendezvous
+    address, resolved by torch's C++ store, which the pods' resolver does not reach) to loopback."""
     if value.endswith(".svc") and "/" not in value:
         return "127.0.0.1"
     for mount_path in sorted(mounts, key=len, reverse=True):

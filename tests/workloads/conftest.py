@@ -1,5 +1,5 @@
 """Starting vLLM's real server (CPU build, `.ci/vllm-venv`) with the command line the operator writes:
-the container's `vllm serve` arguments go through vLLM's own parser (tests/vllm/serve.py), and the
+the container's `vllm serve` arguments go through vLLM's own parser (operator/localapi/vllm_serve.py), and the
 pool's startup probe (one sampled token) says when it serves."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from vlmop.operator.localapi import engines
+
 ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = Path(os.environ.get("VLMOP_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
-SERVE = ROOT / "tests" / "vllm" / "serve.py"
-ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1"}
+VLLM_PYTHON, SERVE, ENV = engines.vllm_python(), engines.SERVE, engines.CPU_ENV
 
 
 class VLLM:

