@@ -19,24 +19,35 @@ import asyncio
 import collections
 import copy
 import datetime
+import functools
 import random
 import string
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import attrs
 import kmock
+import yaml
 from kmock._internal import apps, dicts, references, rendering
 
+from vlmop.operator.localapi import discovery, fieldvalidation, media, models, openapi, tables
 from vlmop.operator.localapi.admission import StructuralSchema
+from vlmop.operator.localapi.patches import UnsupportedPatch, strategic_merge
 from vlmop.operator.localapi.selectors import SelectorError, field_selector, label_selector
 
 Obj = dict[str, Any]
 Key = tuple[references.resource, str | None, str]
 HISTORY = 20000  # watch events kept per resource; older resourceVersions get 410 Gone
 CRDS = references.resource(group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions")
+VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.0-vlmop.local", "platform": "linux/amd64"}
+LOG_POLL = 0.2  # seconds between looks at a followed pod log
+APPLY_WARNING = (
+    "server-side apply on the local API server merges the applied fields into the object: field "
+    "ownership (managedFields, conflicts, removing fields a manager stopped applying) is not tracked"
+)
 
 
 def _now() -> str:
@@ -45,6 +56,15 @@ def _now() -> str:
 
 def _error(status: int, reason: str, message: str, **details: Any) -> kmock.KubernetesError:
     return kmock.KubernetesError(status=status, reason=reason, message=message, details=details or {})
+
+
+def _unsupported(accepted: set[str]) -> kmock.KubernetesError:
+    return _error(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        f"{', '.join(sorted(accepted))} (the local API server reads no protobuf or CBOR)",
+    )
 
 
 @attrs.define(kw_only=True)
@@ -76,6 +96,7 @@ class Fault:
 class LocalAPIServer(kmock.KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     _schemas: dict[references.resource, StructuralSchema] = attrs.field(factory=dict, init=False)
+    _columns: dict[references.resource, list[tables.Column]] = attrs.field(factory=dict, init=False)
     _history: dict[references.resource, collections.deque[tuple[int, Obj]]] = attrs.field(
         factory=lambda: collections.defaultdict(lambda: collections.deque(maxlen=HISTORY)), init=False
     )
@@ -99,23 +120,34 @@ class LocalAPIServer(kmock.KubernetesEmulator):
 
     # ---- routing -------------------------------------------------------------------------------
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """Bodies that are not text (protobuf, CBOR) are refused before kmock tries to read them."""
+        if raw_request.body_exists and media.content_type(raw_request.headers) not in media.READABLE:
+            return await self._render_error(_unsupported(media.OBJECTS))
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: rendering.Request) -> Any:
         fault = next((f for f in self.faults if f.matches(request)), None)
         if fault is not None:
             fault.times -= 1
             return await self._inject(fault)(request)
+        if request.method.value == "GET" and (meta := self._serve_meta(request)) is not None:
+            return await meta(request)
         if (
             request.subresource == "log"
             and request.resource is not None
             and request.resource.plural == "pods"
         ):
-            return await rendering.Response(payload=self._pod_log(request))(request)
+            return await self._pod_log(request)(request)
+        representation = "json"
+        if request.resource is not None and request.resource.plural:
+            representation = self._negotiate(request)
         if request.resource is not None and request.method.value in ("POST", "PUT", "PATCH", "DELETE"):
             async with self._lock:
                 self._answers[request.id] = self._write(request)
         try:
             if request.resource is not None and request.resource.plural and not self._user_reactions():
-                return await rendering.Response(payload=self._serve(request))(request)
+                return await self._read(request, representation)(request)
             # Skip KubernetesEmulator._handle (its own, simpler writes). User reactions still answer
             # first, but after the write: a reaction injecting a 500 does not undo the change.
             return await apps.RawHandler._handle(self, request)
@@ -141,24 +173,180 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
         return rendering.Response(status=fault.status, payload=body, headers=headers)
 
-    def _pod_log(self, request: rendering.Request) -> str:
-        """The whole log so far (follow=true is not streamed: the reply ends at the current end)."""
-        self._get((self._known(request), request.namespace, request.name or ""))  # 404: unknown pod
+    # ---- discovery, OpenAPI, version ------------------------------------------------------------
+
+    def resources_served(self) -> discovery.Resources:
+        return {resource: self.resources[resource] for resource in self.resources}
+
+    def _serve_meta(self, request: rendering.Request) -> rendering.Response | None:
+        """Discovery and OpenAPI documents (None: not such a path)."""
+        parts = request.url.path.strip("/").split("/")
+        resources = self.resources_served()
+        accept = media.header(request.headers, "Accept")
+        if parts == ["version"]:
+            return rendering.Response(payload=VERSION)
+        if parts[0] in ("api", "apis") and len(parts) <= 3:
+            representation = media.first_known(accept, media.DISCOVERY_OFFERS)
+            if representation is None:
+                raise _error(406, "NotAcceptable", f"discovery is served as JSON, not as {accept}")
+            if representation == "aggregated" and len(parts) == 1:
+                doc = discovery.aggregated(resources, core=parts == ["api"])
+                return rendering.Response(payload=doc, headers={"Content-Type": media.AGGREGATED})
+            return rendering.Response(payload=self._legacy_discovery(resources, parts))
+        if parts[:2] == ["openapi", "v3"]:
+            documents = self._openapi_documents()
+            if len(parts) == 2:
+                return rendering.Response(payload=openapi.index({p: h for p, (h, _) in documents.items()}))
+            if "/".join(parts[2:]) not in documents:
+                raise _error(404, "NotFound", f"no OpenAPI v3 document for {'/'.join(parts[2:])}")
+            return rendering.Response(payload=documents["/".join(parts[2:])][1]())
+        if parts == ["openapi", "v2"]:
+            if media.first_known(accept, {"json": (media.JSON, {})}) is None:
+                raise _error(406, "NotAcceptable", f"OpenAPI v2 is served as JSON only, not as {accept}; "
+                             "the documents are complete in OpenAPI v3 (/openapi/v3)")  # fmt: skip
+            built = [build() for _, build in self._openapi_documents().values()]
+            return rendering.Response(payload=openapi.swagger(built))
+        return None
+
+    @staticmethod
+    def _legacy_discovery(resources: discovery.Resources, parts: list[str]) -> Any:
+        if parts == ["api"]:
+            return discovery.api_versions()
+        if parts == ["apis"]:
+            return discovery.group_list(resources)
+        if parts[0] == "apis" and len(parts) == 2:
+            found = discovery.find_group(resources, parts[1])
+        else:
+            group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
+            found = discovery.resource_list(resources, group, version)
+        if found is None:
+            raise _error(
+                404, "NotFound", f"the server could not find the requested resource /{'/'.join(parts)}"
+            )
+        return found
+
+    def _openapi_documents(self) -> dict[str, tuple[str, Callable[[], openapi.Doc]]]:
+        """Each group version's OpenAPI v3 path -> (the hash of its content, how to build it)."""
+        crds = [obj for key, obj in self._live().items() if key[0] == CRDS]
+        custom = {(crd["spec"]["group"], v["name"]) for crd in crds for v in crd["spec"]["versions"]}
+        resources = self.resources_served()
+        documents: dict[str, tuple[str, Callable[[], openapi.Doc]]] = {}
+        for group, version in discovery.group_versions(resources):
+            if (group, version) in custom:
+                doc = openapi.crd_document(crds, group, version)
+                documents[openapi.gv_path(group, version)] = (
+                    openapi.digest(doc),
+                    functools.partial(dict, doc),
+                )
+            else:  # built-in kinds: built when asked for (and cached), hashed by what they serve
+                kinds = discovery.kinds(resources, group, version)
+                build = functools.partial(openapi.builtin_document, group, version, kinds)
+                documents[openapi.gv_path(group, version)] = (openapi.digest(kinds), build)
+        return documents
+
+    # ---- pod logs ------------------------------------------------------------------------------
+
+    def _pod_log(self, request: rendering.Request) -> rendering.Response:
+        """The log the local kubelet wrote: all of it, its last tailLines, or followed (follow=true)
+        until the pod ends or goes away."""
+        key = (self._known(request), request.namespace, request.name or "")
+        self._get(key)  # 404: unknown pod
+        refused = [p for p in ("previous", "sinceSeconds", "sinceTime", "timestamps", "limitBytes")
+                   if request.params.get(p, "false") != "false"]  # fmt: skip
+        if refused:
+            raise _error(400, "BadRequest", f"{', '.join(refused)}: not supported by the local API server, "
+                         "which serves the local kubelet's log file as it is")  # fmt: skip
         path = self.pod_logs / str(request.name) / "log" if self.pod_logs else None
-        return path.read_text(errors="replace") if path and path.exists() else ""
+        text = path.read_bytes() if path and path.exists() else b""
+        if request.params.get("tailLines"):
+            text = b"".join(text.splitlines(keepends=True)[-int(request.params["tailLines"]) :])
+        payload: Any = text
+        if request.params.get("follow") == "true":
+            payload = self._follow_log(key, path, text, path.stat().st_size if path and path.exists() else 0)
+        return rendering.Response(payload=payload, headers={"Content-Type": "text/plain"})
+
+    async def _follow_log(
+        self, key: Key, path: Path | None, start: bytes, offset: int
+    ) -> AsyncIterator[bytes]:
+        yield start
+        while True:
+            obj = self._objects[key].raw if key in self._objects and not self._objects[key].deleted else None
+            ended = obj is None or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            if path is not None and path.exists() and path.stat().st_size > offset:
+                with path.open("rb") as log:
+                    log.seek(offset)
+                    chunk = log.read()
+                offset += len(chunk)
+                yield chunk
+            elif ended:
+                return
+            await asyncio.sleep(LOG_POLL)
 
     def _user_reactions(self) -> bool:
         # kmock matches a request against each reaction by re-filtering its whole request log:
         # O(requests) per request. Without reactions of the tests' own, serve resources directly.
         return len(self._payloads) > self._builtin_reactions
 
-    def _serve(self, request: rendering.Request) -> Any:
-        readers = {
-            kmock.action.LIST: self._serve_list,
-            kmock.action.WATCH: self._serve_watch,
-            kmock.action.FETCH: self._serve_fetch,
+    @staticmethod
+    def _negotiate(request: rendering.Request) -> str:
+        """ "json", "table" or "table-v1beta1", from the Accept header; 406 for anything else."""
+        accept = media.header(request.headers, "Accept")
+        representation = media.first_known(accept, media.OBJECT_OFFERS)
+        if representation is None:
+            raise _error(
+                406, "NotAcceptable", f"the local API server serves JSON and meta.k8s.io Tables, not {accept}"
+            )
+        return representation
+
+    def _read(self, request: rendering.Request, representation: str) -> rendering.Response:
+        watch = request.action == kmock.action.WATCH
+        if representation == "json" or request.action not in (
+            kmock.action.LIST,
+            kmock.action.FETCH,
+            kmock.action.WATCH,
+        ):
+            readers = {
+                kmock.action.LIST: self._serve_list,
+                kmock.action.WATCH: self._serve_watch,
+                kmock.action.FETCH: self._serve_fetch,
+            }
+            payload: Any = readers.get(request.action, self._serve_answer)(request)  # type: ignore[arg-type]
+            return rendering.Response(
+                payload=payload, headers={"Content-Type": media.JSON} if watch else None
+            )
+        version = "v1beta1" if representation.endswith("v1beta1") else "v1"
+        headers = {
+            "Content-Type": media.JSON if watch else f"{media.JSON};as=Table;v={version};g=meta.k8s.io"
         }
-        return readers.get(request.action, self._serve_answer)(request)  # type: ignore[arg-type]
+        return rendering.Response(payload=self._serve_table(request, version), headers=headers)
+
+    async def _serve_table(self, request: rendering.Request, version: str) -> rendering.Payload:
+        resource = self._known(request)
+        builtin = tables.BUILTIN_COLUMNS.get((resource.group or "", resource.plural or ""))
+        columns = self._columns.get(resource) or builtin or [tables.NAME, tables.AGE]
+        include = request.params.get("includeObject", "Metadata")
+        if request.action == kmock.action.WATCH:
+            return self._watch_tables(request, columns, include, version)
+        listed = await (self._serve_fetch if request.action == kmock.action.FETCH else self._serve_list)(
+            request
+        )
+        assert isinstance(listed, dict)
+        if request.action == kmock.action.FETCH:
+            return tables.table([listed], columns, None, include, version=version)
+        rv = listed["metadata"]["resourceVersion"]
+        return tables.table(listed["items"], columns, rv, include, version=version)
+
+    async def _watch_tables(
+        self, request: rendering.Request, columns: list[tables.Column], include: str, version: str
+    ) -> AsyncIterator[rendering.Payload]:
+        """A watch whose objects are one-row Tables, the column definitions in the first only."""
+        first = True
+        async for event in self._serve_watch(request):
+            if isinstance(event, dict) and event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                rv = event["object"]["metadata"].get("resourceVersion")
+                row = tables.table([event["object"]], columns, rv, include, headers=first, version=version)
+                event, first = {"type": event["type"], "object": row}, False
+            yield event
 
     async def _serve_answer(self, request: rendering.Request) -> rendering.Response:
         return self._answers[request.id]
@@ -167,8 +355,15 @@ class LocalAPIServer(kmock.KubernetesEmulator):
 
     def _write(self, request: rendering.Request) -> rendering.Response:
         resource = self._known(request)
+        if request.params.get("dryRun"):
+            raise _error(
+                400, "BadRequest", "dryRun is not supported by the local API server: its writes are real"
+            )
+        request = self._decoded(request, resource)
+        warnings = [APPLY_WARNING] if self._is_apply(request) else []
         if request.method.value == "POST" and request.name is None:
-            return rendering.Response(status=201, payload=self._create(resource, request))
+            warnings += self._check_fields(resource, request, request.data)
+            return self._answer(201, self._create(resource, request), warnings)
         if request.name is None:
             raise _error(405, "MethodNotAllowed", f"{request.method.value} needs an object name")
         key = (resource, request.namespace, request.name)
@@ -179,24 +374,79 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             policy = body.get("propagationPolicy") or request.params.get("propagationPolicy", "Background")
             return rendering.Response(status=200, payload=self._delete(key, policy))
         if self._is_apply(request) and (key not in self._objects or self._objects[key].deleted):
-            return rendering.Response(status=201, payload=self._create(resource, request))
+            warnings += self._check_fields(resource, request, request.data)
+            return self._answer(201, self._create(resource, request), warnings)
         current = self._get(key)
         if request.method.value == "PUT":
             if not isinstance(request.data, dict):
                 raise _error(400, "BadRequest", "the body must be a JSON object")
             new = request.data  # _update copies it
         else:
-            try:  # copy-on-write: leaves `current` untouched; _update copies the result
-                new = dict(dicts.patch_dict(current, request.data))
-            except Exception as e:  # malformed patches are the client's fault, as in kube-apiserver
-                raise _error(400, "BadRequest", f"the patch could not be applied: {e}") from e
-        return rendering.Response(status=200, payload=self._update(key, current, new, request))
+            new = self._patched(current, request)
+        warnings += self._check_fields(resource, request, new)
+        return self._answer(200, self._update(key, current, new, request), warnings)
+
+    @staticmethod
+    def _answer(status: int, obj: Obj, warnings: list[str]) -> rendering.Response:
+        quoted = [w.replace("\\", "\\\\").replace('"', '\\"') for w in warnings]
+        headers = {"Warning": ", ".join(f'299 - "{w}"' for w in quoted)} if warnings else None
+        return rendering.Response(status=status, payload=obj, headers=headers)
+
+    def _decoded(self, request: rendering.Request, resource: references.resource) -> rendering.Request:
+        """The request with its body read (JSON or YAML); 415 for a body kube-apiserver would not
+        take: a patch in no patch format, a strategic merge patch of a custom resource."""
+        content_type = media.content_type(request.headers)
+        if request.method.value == "PATCH":
+            accepted = media.PATCHES - ({media.STRATEGIC} if resource in self._schemas else set())
+        else:
+            accepted = media.OBJECTS if request.method.value in ("POST", "PUT") else {content_type}
+        if content_type not in accepted:
+            raise _unsupported(accepted)
+        if request.data is None and request.text.strip():
+            try:
+                return attrs.evolve(request, data=yaml.safe_load(request.text))
+            except yaml.YAMLError as e:
+                raise _error(400, "BadRequest", f"the body is neither JSON nor YAML: {e}") from e
+        return request
+
+    @staticmethod
+    def _patched(current: Obj, request: rendering.Request) -> Obj:
+        """`current` with the patch applied (copy-on-write: `current` stays untouched)."""
+        content_type = media.content_type(request.headers)
+        try:
+            if content_type == media.STRATEGIC:
+                return strategic_merge(current, request.data)
+            return dict(dicts.patch_dict(current, request.data))
+        except UnsupportedPatch as e:
+            raise _error(415, "UnsupportedMediaType", str(e)) from e
+        except Exception as e:  # malformed patches are the client's fault, as in kube-apiserver
+            raise _error(400, "BadRequest", f"the patch could not be applied: {e}") from e
+
+    def _check_fields(self, resource: references.resource, request: rendering.Request, obj: Any) -> list[str]:
+        """?fieldValidation=: Strict refuses unknown fields (400), Warn (the default) warns of them."""
+        directive = request.params.get("fieldValidation") or fieldvalidation.DEFAULT
+        if directive not in fieldvalidation.DIRECTIVES:
+            raise _error(400, "BadRequest", f'fieldValidation: Unsupported value: "{directive}": '
+                         'supported values: "Ignore", "Strict", "Warn"')  # fmt: skip
+        if directive == "Ignore" or not isinstance(obj, dict):
+            return []
+        kind, version = self.resources[resource].kind or "", resource.version or ""
+        if resource in self._schemas:
+            unknown = fieldvalidation.unknown_custom(obj, self._schemas[resource].schema)
+        elif (model := models.builtin_model(resource.group or "", version, kind)) is not None:
+            unknown = fieldvalidation.unknown_builtin(obj, model.__name__)
+        else:
+            return [f"fieldValidation={directive}: the local API server knows no schema of {kind}, "
+                    "its fields were not checked"]  # fmt: skip
+        if unknown and directive == "Strict":
+            raise _error(400, "BadRequest", fieldvalidation.strict_error(kind, version, unknown))
+        return fieldvalidation.warnings(unknown)
 
     @staticmethod
     def _is_apply(request: rendering.Request) -> bool:
         """Server-side apply: a PATCH that creates the object when it is missing. Field ownership
         (managedFields, conflicts, removal of fields a manager dropped) is not emulated."""
-        content_type = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
+        content_type = media.header(request.headers, "Content-Type")
         return request.method.value == "PATCH" and content_type.startswith("application/apply-patch")
 
     def _known(self, request: rendering.Request) -> references.resource:
@@ -374,7 +624,10 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         schema = self._schemas.get(resource)
         if schema is None:
             return
+        metadata = dict(obj.get("metadata") or {})
         causes = schema.admit(obj, root="status" if subresource == "status" else None, old=old)
+        if isinstance(obj.get("metadata"), dict):  # ObjectMeta, whatever the schema says, is never pruned
+            obj["metadata"].update(metadata)
         if causes:
             kind = self.resources[resource].kind
             name = obj.get("metadata", {}).get("name", "")
@@ -406,6 +659,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
                 subresources=list(version.get("subresources") or {}),
             )
             self._schemas[resource] = StructuralSchema(version["schema"]["openAPIV3Schema"])
+            self._columns[resource] = tables.crd_columns(version)
         crd["status"] = {
             "acceptedNames": names,
             "conditions": [
@@ -423,6 +677,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             for key in [k for k in self._live() if k[0] == resource]:
                 self._remove(key, self._objects[key].raw, "Background")
             self._schemas.pop(resource, None)
+            self._columns.pop(resource, None)
             del self.resources[resource]
 
     # ---- reads ---------------------------------------------------------------------------------
@@ -468,15 +723,26 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             "items": sorted(items, key=lambda o: int(o["metadata"]["resourceVersion"])),
         }
 
+    def _initial_events_end(self, resource: references.resource) -> Obj:
+        return {
+            "kind": self.resources[resource].kind,
+            "apiVersion": f"{resource.group}/{resource.version}".lstrip("/"),
+            "metadata": {
+                "resourceVersion": str(self._revision),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            },
+        }
+
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         resource = self._known(request)
         matches = self._matcher(request)
         yield b""  # send the headers now: a watch may stay silent for long
         since = int(request.params.get("resourceVersion") or 0)
+        initial = request.params.get("sendInitialEvents") == "true"  # a streaming list (WatchList)
         timeout = float(request.params.get("timeoutSeconds") or 0) or None
         queue: asyncio.Queue[Obj] = asyncio.Queue()
         async with self._lock:
-            if since and since < self._floor.get(resource, 0):
+            if since and not initial and since < self._floor.get(resource, 0):
                 gone = {
                     "kind": "Status",
                     "apiVersion": "v1",
@@ -486,19 +752,21 @@ class LocalAPIServer(kmock.KubernetesEmulator):
                     "message": f"too old resource version: {since}",
                 }
                 backlog = [{"type": "ERROR", "object": gone}]
-            elif since:
+            elif since and not initial:
                 backlog = [msg for rev, msg in self._history[resource] if rev > since]
             else:
                 backlog = [
                     {"type": "ADDED", "object": o} for k, o in self._live().items() if k[0] == resource
                 ]
+            if initial:  # the initial state ends with a bookmark saying so (client-go's WatchList)
+                backlog.append({"type": "BOOKMARK", "object": self._initial_events_end(resource)})
             self._watchers[resource].add(queue)
         try:
             for message in backlog:
                 if message["type"] == "ERROR":
                     yield message
                     return
-                if matches(message["object"]):
+                if message["type"] == "BOOKMARK" or matches(message["object"]):
                     yield message
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout if timeout else None
