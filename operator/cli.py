@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("files", nargs="*", type=Path, help="YAML files or folders of CRs to apply")
     local.add_argument("--serve", action="store_true", help="keep running and print a kubeconfig")
-    local.add_argument("--timeout", type=float, default=600, help="seconds to wait for each resource")
+    local.add_argument("--timeout", type=float, default=900, help="seconds to wait for them all to be done")
     local.add_argument(
         "--claims", type=Path, help="folder of claim directories (<claim name>/); default <files>/claims"
     )

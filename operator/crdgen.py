@@ -74,12 +74,18 @@ def kind_schema(info: KindInfo) -> Schema:
                 f"size(self.metadata.name) <= {info.max_name_length}",
                 f"metadata.name may have at most {info.max_name_length} characters: children and pod "
                 "hostnames are named after it",
+                ".metadata.name",
             )
         ],
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # name declared so that the rule above can point at it (CRDs may constrain name only)
+            "metadata": {
+                "type": "object",
+                "description": "Standard object metadata.",
+                "properties": {"name": {"type": "string", "description": "The object's name."}},
+            },  # fmt: skip
             "spec": model_schema(info.spec, f"Desired state of the {info.kind}."),
             "status": model_schema(info.status, f"Observed state of the {info.kind}, written by vlmop."),
         },

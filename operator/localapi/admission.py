@@ -38,8 +38,9 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def prune(obj: Any, schema: Schema) -> None:
-    """Drop fields the schema does not declare (in place), as the API server does."""
+def prune(obj: Any, schema: Schema, root: bool = True) -> None:
+    """Drop fields the schema does not declare (in place), as the API server does; an object's
+    metadata is the API server's own (the schema may only constrain its name)."""
     if isinstance(obj, dict):
         props = schema.get("properties")
         if props is not None and not schema.get(_PRESERVE):
@@ -47,11 +48,11 @@ def prune(obj: Any, schema: Schema) -> None:
                 del obj[key]
         for key, value in obj.items():
             sub = (props or {}).get(key) or _as_schema(schema.get("additionalProperties"))
-            if sub is not None:
-                prune(value, sub)
+            if sub is not None and not (root and key == "metadata"):
+                prune(value, sub, root=False)
     elif isinstance(obj, list) and "items" in schema:
         for item in obj:
-            prune(item, schema["items"])
+            prune(item, schema["items"], root=False)
 
 
 def default(obj: Any, schema: Schema) -> None:
@@ -168,7 +169,7 @@ class StructuralSchema:
             return
         for rule in schema.get("x-kubernetes-validations", []):
             if not self._holds(rule["rule"], obj):
-                field = path + rule.get("fieldPath", "") if rule.get("fieldPath") else path
+                field = (path + rule["fieldPath"]).lstrip(".") if rule.get("fieldPath") else path
                 yield {
                     "reason": "FieldValueInvalid",
                     "field": field,

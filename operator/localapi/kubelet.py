@@ -40,7 +40,7 @@ from kubernetes.client.exceptions import ApiException
 from vlmop.operator import kube
 from vlmop.operator.localapi import engines, services
 from vlmop.operator.localapi.loopback import free_port
-from vlmop.operator.localapi.podsite import resolver
+from vlmop.operator.localapi.podsite import RUN, resolver
 from vlmop.operator.localapi.probes import Prober
 
 INDEX = "batch.kubernetes.io/job-completion-index"
@@ -427,6 +427,19 @@ class LocalKubelet:
             partial = self.targets_file.with_suffix(".partial")
             partial.write_text(text)
             os.replace(partial, self.targets_file)
+
+
+def sweep() -> int:
+    """Kill what an earlier run left behind (it was SIGKILLed: nothing stopped its pods): processes
+    whose run is gone. Returns how many."""
+    killed = 0
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ValueError):
+            run = process.environ().get(RUN)
+            if run and not psutil.pid_exists(int(run)):
+                process.kill()
+                killed += 1
+    return killed
 
 
 def ready_pods(pods: dict[str, LocalPod]) -> list[LocalPod]:

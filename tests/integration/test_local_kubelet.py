@@ -75,13 +75,13 @@ def service(name: str, headless: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]}
     if headless:
         spec["clusterIP"] = "None"
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{name}{'-pods' if headless else ''}"},
-            "spec": spec}  # fmt: skip
+    name = f"{name}-pods" if headless else name
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
 
 
 def resolve(local: LocalCluster, host: str, port: int) -> list[str]:
     """What a pod's resolver answers for `host` (the same sitecustomize, in a process of its own)."""
-    script = "import socket, sys; print(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], int(sys.argv[2]))}))"
+    script = "import socket, sys; print(sorted({a[4][0] for a in socket.getaddrinfo(*sys.argv[1:])}))"
     env = {**os.environ, **resolver(local.workdir / "hosts.json")}
     out = subprocess.run([sys.executable, "-c", script, host, str(port)], env=env, capture_output=True,
                          text=True, cwd="/", check=False)  # fmt: skip
@@ -156,7 +156,7 @@ def test_deleting_a_deployment_stops_its_processes(local: LocalCluster) -> None:
     assert pod.process is not None
     apps.delete_namespaced_deployment("gone", NS)
     local.wait(lambda: pod.process.poll() is not None, 15, "the process to stop")
-    local.wait(lambda: not core.list_namespaced_pod(NS, label_selector="app=gone").items, 10, "the pod object")
+    local.wait(lambda: not core.list_namespaced_pod(NS, label_selector="app=gone").items, 10, "the pod gone")
 
 
 @pytest.mark.parametrize(

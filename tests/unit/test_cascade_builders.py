@@ -68,8 +68,8 @@ def test_the_gspo_stage_starts_from_the_mpo_export_with_its_pools(examples: dict
     assert f["--model-path"] == "/checkpoints/mpo/final"  # the hand-off
     assert f["--rollout-url"] == "http://tiny-cascade-rl-rollout.ml.svc:8000"
     assert f["--weights-dir"] == "/checkpoints/weights/gspo"
-    assert (f["--group-size"], f["--max-tokens"], f["--total-steps"]) == ("8", "512", "20")
-    assert (f["--mini-batches"], f["--eps-low"], f["--eps-high"]) == ("4", "0.0003", "0.0004")
+    assert (f["--group-size"], f["--max-tokens"], f["--total-steps"]) == ("4", "48", "4")
+    assert (f["--mini-batches"], f["--eps-low"], f["--eps-high"]) == ("2", "0.0003", "0.0004")
     assert f["--rewards"] == "/etc/vlmop/s1.rewards.json"
     assert "--keep-zero-variance" not in container(kids["Job/tiny-cascade-rl-s1-r0"])["command"]
 
@@ -109,8 +109,9 @@ def test_the_stand_in_rollout_engine_is_a_named_fallback(examples: dict[str, Any
 
 
 def test_stage_batches_come_from_the_spec(examples: dict[str, Any]) -> None:
-    doc, spec = owner(examples["cascaderljob"], topology={"nodes": 2, "gpusPerNode": 4},
-                      deepspeed={"microBatchSize": 2})  # fmt: skip
+    example = copy.deepcopy(examples["cascaderljob"])
+    example["spec"]["stages"][1]["gspo"].update(promptsPerStep=64, miniBatchPrompts=16)
+    doc, spec = owner(example, topology={"nodes": 2, "gpusPerNode": 4}, deepspeed={"microBatchSize": 2})
     data = build.config_map(doc, spec)["data"]
     mpo, gspo = json.loads(data["s0.ds_config.json"]), json.loads(data["s1.ds_config.json"])
     # 32 pairs per step = 2 per micro-batch x 8 ranks x 2 accumulation steps.

@@ -1,0 +1,60 @@
+"""A Prometheus for `vlmop local`: Debian's `prometheus` run by the local kubelet as a Deployment in
+the `monitoring` namespace behind the Service the examples name (`prometheus-operated`, as the
+Prometheus Operator calls it), scraping every local pod's `http` and `metrics` ports from the targets
+file the kubelet keeps (file_sd: pod IPs, with namespace and pod labels as kubernetes_sd gives them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client import AppsV1Api, CoreV1Api
+
+from vlmop.operator.localapi.cluster import LocalCluster
+
+NAMESPACE, SERVICE, PORT = "monitoring", "prometheus-operated", 9090
+
+
+def config(targets: Path) -> str:
+    return (
+        "global: {scrape_interval: 2s, evaluation_interval: 2s}\n"
+        "scrape_configs:\n"
+        "  - job_name: local-pods\n"
+        f"    file_sd_configs: [{{files: ['{targets}'], refresh_interval: 2s}}]\n"
+    )
+
+
+def manifests(targets: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    labels = {"app.kubernetes.io/name": "prometheus"}
+    container = {
+        "name": "prometheus",
+        "image": "prom/prometheus",
+        "command": ["prometheus", "--config.file=/etc/prometheus/prometheus.yml",
+                    "--storage.tsdb.path=/prometheus", f"--web.listen-address=$(POD_IP):{PORT}"],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "ports": [{"name": "web", "containerPort": PORT}],
+        "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "web"}, "periodSeconds": 2},
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/prometheus"},
+                         {"name": "data", "mountPath": "/prometheus"}],
+    }  # fmt: skip
+    volumes = [{"name": "config", "configMap": {"name": "prometheus"}}, {"name": "data", "emptyDir": {}}]
+    deployment = {
+        "metadata": {"name": "prometheus", "labels": labels},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [container], "volumes": volumes}}},
+    }  # fmt: skip
+    config_map = {"metadata": {"name": "prometheus"}, "data": {"prometheus.yml": config(targets)}}
+    service = {
+        "metadata": {"name": SERVICE},
+        "spec": {"selector": labels, "ports": [{"port": PORT, "targetPort": "web"}]},
+    }
+    return config_map, deployment, service
+
+
+def install(cluster: LocalCluster, targets: Path) -> None:
+    config_map, deployment, service = manifests(targets)
+    core = CoreV1Api(cluster.client)
+    core.create_namespaced_config_map(NAMESPACE, config_map)
+    AppsV1Api(cluster.client).create_namespaced_deployment(NAMESPACE, deployment)
+    core.create_namespaced_service(NAMESPACE, service)
