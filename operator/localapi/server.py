@@ -7,10 +7,22 @@ resourceVersion (410 Gone once it has left the history), CRDs registering their 
 created, admission of custom objects against the CRD schema (prune, default, validate, CEL), finalizers,
 and ownerReference garbage collection (background and orphan propagation).
 
-Server-side apply creates missing objects and merges into existing ones. What it still cannot prove,
-so e2e/ on a real cluster does: strategic-merge patches (merged as JSON merge patches), server-side
-apply field ownership (managedFields, conflicts), deletecollection, admission webhooks, RBAC, quota, and any
-controller (no Job, Deployment or Pod ever runs: tests set pod phases themselves).
+What kubectl 1.37 asks of a server, this one routes to pure builders: discovery, legacy and
+aggregated (discovery.py); meta.k8s.io Tables with the CRDs' printer columns, for get, list and
+watch (tables.py); OpenAPI v3 from the CRDs' schemas and the client's models of the built-in kinds
+(openapi.py, models.py); ?fieldValidation= Strict/Warn/Ignore (fieldvalidation.py); strategic merge
+patches of built-in kinds, directives included (patches.py); ?dryRun=All; streaming lists (WatchList:
+sendInitialEvents and its closing bookmark); watches as application/json; pod logs, tailLines and
+follow. Server-side apply creates missing objects and merges into existing ones, with a Warning.
+
+Refused, clearly, where it cannot do what kube-apiserver does: protobuf and CBOR bodies (415; kubectl's
+typed `create <kind>` commands send protobuf, `kubectl create -f`/`apply -f` send JSON), responses
+other than JSON or Tables (406: OpenAPI v2 as protobuf, objects as protobuf), strategic merge patches
+of custom resources (415, as in kube-apiserver), pod logs of previous containers, with timestamps or
+since a time (400). What it still cannot prove, so e2e/ on a real cluster does: server-side apply
+field ownership (managedFields, conflicts, removal of dropped fields), field selectors beyond
+metadata.name/namespace, deletecollection, admission webhooks, RBAC, quota, and any controller (no
+Job or Deployment controller runs: tests, or the local kubelet, set pod phases).
 """
 
 from __future__ import annotations
@@ -58,12 +70,12 @@ def _error(status: int, reason: str, message: str, **details: Any) -> kmock.Kube
     return kmock.KubernetesError(status=status, reason=reason, message=message, details=details or {})
 
 
-def _unsupported(accepted: set[str]) -> kmock.KubernetesError:
+def _unsupported(accepted: set[str], note: str = "") -> kmock.KubernetesError:
     return _error(
         415,
         "UnsupportedMediaType",
         "the body of the request was in an unknown format - accepted media types include: "
-        f"{', '.join(sorted(accepted))} (the local API server reads no protobuf or CBOR)",
+        f"{', '.join(sorted(accepted))}{note}",
     )
 
 
@@ -106,6 +118,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     )
     _answers: dict[int, rendering.Response] = attrs.field(factory=dict, init=False)
     _builtin_reactions: int = attrs.field(default=0, init=False)
+    _dry_run: bool = attrs.field(default=False, init=False)  # set during a ?dryRun=All write
     # Where the local kubelet writes each pod's output (<dir>/<pod>/log): serves GET pods/<name>/log.
     pod_logs: Path | None = attrs.field(default=None, init=False)
     # Faults to inject (tests of retries and recovery); each is used up after `times` requests.
@@ -123,7 +136,9 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         """Bodies that are not text (protobuf, CBOR) are refused before kmock tries to read them."""
         if raw_request.body_exists and media.content_type(raw_request.headers) not in media.READABLE:
-            return await self._render_error(_unsupported(media.OBJECTS))
+            return await self._render_error(
+                _unsupported(media.OBJECTS, " (the local API server reads no protobuf)")
+            )
         return await super().__call__(raw_request)
 
     async def _handle(self, request: rendering.Request) -> Any:
@@ -185,7 +200,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         accept = media.header(request.headers, "Accept")
         if parts == ["version"]:
             return rendering.Response(payload=VERSION)
-        if parts[0] in ("api", "apis") and len(parts) <= 3:
+        if (parts[0] == "api" and len(parts) <= 2) or (parts[0] == "apis" and len(parts) <= 3):
             representation = media.first_known(accept, media.DISCOVERY_OFFERS)
             if representation is None:
                 raise _error(406, "NotAcceptable", f"discovery is served as JSON, not as {accept}")
@@ -354,11 +369,18 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     _serve_create = _serve_update = _serve_delete = _serve_answer  # kmock's fallbacks bind these names
 
     def _write(self, request: rendering.Request) -> rendering.Response:
+        """A write; with ?dryRun=All, everything but storing it (admission and validation included)."""
+        if request.params.get("dryRun", "All") != "All":
+            raise _error(400, "BadRequest", f'dryRun: Unsupported value: "{request.params["dryRun"]}"')
+        options = request.data if request.method.value == "DELETE" and isinstance(request.data, dict) else {}
+        self._dry_run = "dryRun" in request.params or "All" in (options.get("dryRun") or [])  # DeleteOptions
+        try:
+            return self._write_now(request)
+        finally:
+            self._dry_run = False
+
+    def _write_now(self, request: rendering.Request) -> rendering.Response:
         resource = self._known(request)
-        if request.params.get("dryRun"):
-            raise _error(
-                400, "BadRequest", "dryRun is not supported by the local API server: its writes are real"
-            )
         request = self._decoded(request, resource)
         warnings = [APPLY_WARNING] if self._is_apply(request) else []
         if request.method.value == "POST" and request.name is None:
@@ -499,7 +521,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
         for transient in ("resourceVersion", "deletionTimestamp"):
             meta.pop(transient, None)
-        if resource == CRDS:
+        if resource == CRDS and not self._dry_run:
             self._register_crd(obj)
         return self._store(key, obj, "ADDED")
 
@@ -559,6 +581,8 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         return self._remove(key, current, policy)
 
     def _remove(self, key: Key, obj: Obj, policy: str) -> Obj:
+        if self._dry_run:
+            return obj
         self._revision += 1
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(self._revision)
@@ -585,6 +609,8 @@ class LocalAPIServer(kmock.KubernetesEmulator):
                 self._delete(key, "Background")
 
     def _store(self, key: Key, obj: Obj, event: str) -> Obj:
+        if self._dry_run:
+            return obj
         self._revision += 1
         obj["metadata"]["resourceVersion"] = str(self._revision)
         if key in self._objects:
