@@ -46,6 +46,7 @@ from vlmop.operator.localapi.probes import Prober
 INDEX = "batch.kubernetes.io/job-completion-index"
 TEMPLATE_HASH = "pod-template-hash"
 KEEP_ENV = ("PATH", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "TMPDIR")
+OWNERS = {"Job": "batch/v1", "Deployment": "apps/v1"}  # list items carry no apiVersion or kind
 BACKOFF = (10.0, 300.0)  # a crashing container waits 10 s, 20 s, ... up to 5 min, as a kubelet does
 
 
@@ -172,14 +173,14 @@ class LocalKubelet:
         spec, meta = job["spec"], job["metadata"]
         port = str(free_port())
         for index in range(int(spec.get("completions") or 1)):
-            self._create(job, f"{meta['name']}-{index}", {INDEX: str(index)}, {}, port=port)
+            self._create(job, "Job", f"{meta['name']}-{index}", {INDEX: str(index)}, {}, port=port)
 
     def _create(
-        self, owner: dict[str, Any], name: str, annotations: dict[str, str], labels: dict[str, str],
-        port: str = "",
+        self, owner: dict[str, Any], kind: str, name: str, annotations: dict[str, str],
+        labels: dict[str, str], port: str = "",
     ) -> None:  # fmt: skip
         meta, template = owner["metadata"], owner["spec"]["template"]
-        ref = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
+        ref = {"apiVersion": OWNERS[kind], "kind": kind, "name": meta["name"],
                "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
         body = {
             "metadata": {
@@ -194,7 +195,7 @@ class LocalKubelet:
         self.core.create_namespaced_pod(meta["namespace"], cast(Any, body))
         pod = LocalPod(
             name, meta["namespace"], meta["uid"], body, self.addresses.take(), self.logs / name,
-            always=owner["kind"] == "Deployment", template_hash=labels.get(TEMPLATE_HASH, ""), port=port,
+            always=kind == "Deployment", template_hash=labels.get(TEMPLATE_HASH, ""), port=port,
         )  # fmt: skip
         self.pods[name] = pod
         self._tend(pod, time.monotonic())
@@ -212,7 +213,9 @@ class LocalKubelet:
             self._delete(self.pods[name])
         for _ in range(create):
             suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))  # noqa: S311
-            self._create(deployment, f"{meta['name']}-{current}-{suffix}", {}, {TEMPLATE_HASH: current})
+            self._create(
+                deployment, "Deployment", f"{meta['name']}-{current}-{suffix}", {}, {TEMPLATE_HASH: current}
+            )
 
     def _deployment_status(self, deployment: dict[str, Any]) -> None:
         meta, spec = deployment["metadata"], deployment["spec"]
