@@ -47,8 +47,9 @@ from kmock._internal import apps, dicts, references, rendering
 
 from vlmop.operator.localapi import discovery, fieldvalidation, media, models, openapi, tables
 from vlmop.operator.localapi.admission import StructuralSchema
+from vlmop.operator.localapi.fieldselectors import kind_field_selector
 from vlmop.operator.localapi.patches import UnsupportedPatch, strategic_merge
-from vlmop.operator.localapi.selectors import SelectorError, field_selector, label_selector
+from vlmop.operator.localapi.selectors import SelectorError, label_selector
 
 Obj = dict[str, Any]
 Key = tuple[references.resource, str | None, str]
@@ -721,7 +722,10 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     def _matcher(self, request: rendering.Request) -> Any:
         try:
             labels = label_selector(request.params.get("labelSelector"))
-            fields = field_selector(request.params.get("fieldSelector"))
+            resource = request.resource or references.resource()
+            fields = kind_field_selector(
+                request.params.get("fieldSelector"), resource.group or "", resource.plural or ""
+            )
         except SelectorError as e:
             raise _error(400, "BadRequest", str(e)) from e
 

@@ -50,21 +50,23 @@ def human_duration(seconds: float) -> str:
     if s < 120:
         return f"{max(s, 0)}s"
     m, h, d = s // 60, s // 3600, s // 86400
+
+    def two(big: int, big_unit: str, small: int, small_unit: str) -> str:
+        return f"{big}{big_unit}{small}{small_unit}" if small else f"{big}{big_unit}"
+
     if m < 10:
-        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
-    if m < 180:
+        return two(m, "m", s % 60, "s")
+    if h < 3:
         return f"{m}m"
     if h < 8:
-        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+        return two(h, "h", m % 60, "m")
     if h < 48:
         return f"{h}h"
-    if h < 192:
-        return f"{d}d{h % 24}h" if h % 24 else f"{d}d"
+    if d < 8:
+        return two(d, "d", h % 24, "h")
     if d < 730:
         return f"{d}d"
-    if d < 2920:
-        return f"{d // 365}y{d % 365}d" if d % 365 else f"{d // 365}y"
-    return f"{d // 365}y"
+    return two(d // 365, "y", d % 365, "d") if d < 2920 else f"{d // 365}y"
 
 
 def age(timestamp: str | None, now: datetime.datetime | None = None) -> str | None:
@@ -147,19 +149,79 @@ def pod_restarts(pod: Obj) -> str:
     return str(sum(int(c.get("restartCount") or 0) for c in _containers(pod)))
 
 
+def _at(path: str) -> Cell:
+    """A cell from a dotted path (None where the object has none)."""
+    return lambda o: next(iter(jsonpath(o, "." + path)), None)
+
+
+def _column(name: str, cell: Cell, description: str = "", priority: int = 0) -> Column:
+    return _definition(name, "string", description, priority), cell
+
+
+def service_ports(svc: Obj) -> str:
+    ports = (svc.get("spec") or {}).get("ports") or []
+    return ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ports) or "<none>"
+
+
+def job_status(job: Obj) -> str:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    done = [
+        c["type"] for c in conditions if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+    ]
+    return done[0] if done else "Running"
+
+
+def event_object(event: Obj) -> str:
+    involved = event.get("involvedObject") or {}
+    return f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
+
+
 POD_COLUMNS: list[Column] = [
     NAME,
-    (_definition("Ready", "string", "Ready containers of all the pod's containers."), pod_ready),
-    (_definition("Status", "string", "The aggregate status of the containers in this pod."), pod_status),
-    (_definition("Restarts", "string", "How often the pod's containers were restarted."), pod_restarts),
+    _column("Ready", pod_ready, "Ready containers of all the pod's containers."),
+    _column("Status", pod_status, "The aggregate status of the containers in this pod."),
+    _column("Restarts", pod_restarts, "How often the pod's containers were restarted."),
     AGE,
-    (_definition("IP", "string", "The pod's IP address.", 1), lambda p: (p.get("status") or {}).get("podIP")),
-    (
-        _definition("Node", "string", "The node the pod runs on.", 1),
-        lambda p: (p.get("spec") or {}).get("nodeName"),
-    ),
+    _column("IP", _at("status.podIP"), "The pod's IP address.", 1),
+    _column("Node", _at("spec.nodeName"), "The node the pod runs on.", 1),
 ]
-BUILTIN_COLUMNS = {("", "pods"): POD_COLUMNS}
+BUILTIN_COLUMNS = {
+    ("", "pods"): POD_COLUMNS,
+    ("", "services"): [
+        NAME,
+        _column("Type", lambda s: (s.get("spec") or {}).get("type") or "ClusterIP"),
+        _column("Cluster-IP", lambda s: (s.get("spec") or {}).get("clusterIP") or "<none>"),
+        _column("Port(s)", service_ports),
+        AGE,
+    ],
+    ("apps", "deployments"): [
+        NAME,
+        _column("Ready", lambda d: f"{_at('status.readyReplicas')(d) or 0}/{_at('spec.replicas')(d) or 0}"),
+        _column("Up-to-date", lambda d: _at("status.updatedReplicas")(d) or 0),
+        _column("Available", lambda d: _at("status.availableReplicas")(d) or 0),
+        AGE,
+    ],
+    ("batch", "jobs"): [
+        NAME,
+        _column("Status", job_status),
+        _column(
+            "Completions", lambda j: f"{_at('status.succeeded')(j) or 0}/{_at('spec.completions')(j) or 1}"
+        ),
+        AGE,
+    ],
+    ("", "events"): [
+        _column(
+            "Last Seen",
+            lambda e: age(
+                e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp")
+            ),
+        ),
+        _column("Type", _at("type")),
+        _column("Reason", _at("reason")),
+        _column("Object", event_object),
+        _column("Message", _at("message")),
+    ],
+}
 
 
 def _row_object(obj: Obj, include: str, version: str) -> Obj | None:

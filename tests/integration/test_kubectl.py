@@ -201,6 +201,26 @@ def test_delete_waits_until_the_object_is_gone(kube: Kubectl) -> None:
     assert "NotFound" in kube.fails("get", "ptj", "deleted")
 
 
+def test_describe_and_get_list_an_objects_events(kube: Kubectl) -> None:
+    kube("apply", "-f", "-", stdin=example("pretrainjob", **{"tiny-pretrain": "described"}))
+    uid = kube("get", "ptj", "described", "-o", "jsonpath={.metadata.uid}")  # describe selects by it
+    event = {
+        "metadata": {"name": "described.1"},
+        "involvedObject": {"kind": "PretrainJob", "name": "described", "namespace": NS, "uid": uid},
+        "reason": "Admitted",
+        "message": "the gang was admitted",
+        "type": "Normal",
+        "source": {"component": "vlmop"},
+    }
+    kube.cluster.core.create_namespaced_event(NS, event)
+    described = kube("describe", "ptj", "described")
+    assert "Kind:         PretrainJob" in described
+    assert "Normal  Admitted" in described.split("Events:")[1] and "the gang was admitted" in described
+    header, row = kube("get", "events", "--field-selector", "involvedObject.name=described").splitlines()
+    assert header.split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert row.split()[1:4] == ["Normal", "Admitted", "pretrainjob/described"]
+
+
 # ---- writes ----------------------------------------------------------------------------------
 
 
@@ -265,7 +285,6 @@ def test_pods_describe_and_logs(kube: Kubectl) -> None:
     ]
     described = kube("describe", "pod", "logger")
     assert "Name:         logger" in described and "Image:        busybox" in described
-    assert "Kind:         PretrainJob" in kube("describe", "ptj", "tiny-pretrain")
     assert kube("logs", "logger") == "one\ntwo\n" and kube("logs", "logger", "--tail=1") == "two\n"
     assert "previous: not supported by the local API server" in kube.fails("logs", "logger", "--previous")
 
