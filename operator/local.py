@@ -75,8 +75,7 @@ def progress(obj: dict[str, Any]) -> str:
             f"{p}={(status.get(p) or {}).get('readyReplicas', 0)}/{(status.get(p) or {}).get('replicas', 0)}"
             for p in ("vision", "language", "gateway")
         )
-    stage = f"{status['currentStage']}: " if status.get("currentStage") else ""
-    return stage + str(status.get("progress") or "")
+    return str(status.get("progress") or "")  # a CascadeRLJob's names its stage
 
 
 def loss(status: dict[str, Any]) -> str:

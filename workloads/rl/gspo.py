@@ -163,6 +163,7 @@ class GSPOTrainer(Trainer):
 
     def resume(self) -> Path | None:
         found = super().resume()
+        rollout.wait_ready(self.cfg.rollout_urls)
         self._publish(self.step)  # the servers sample from exactly the policy being trained
         return found
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
@@ -80,6 +82,33 @@ def endpoints(urls: Sequence[str]) -> list[str]:
             netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             out.append(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")))
     return out
+
+
+def wait_ready(urls: Sequence[str], timeout: float = 1800.0, poll: float = 2.0) -> list[str]:
+    """The servers behind the URLs once every one of them answers /health (at least one): the
+    trainer's gang and the rollout pool start together, and a model takes minutes to load, during
+    which a headless Service's name resolves to nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        servers = endpoints(urls)
+        if all(_healthy(s) for s in servers):
+            return servers
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the rollout servers did not answer /health within {timeout:.0f} s: {servers}"
+            )
+        time.sleep(poll)
+
+
+def _healthy(server: str) -> bool:
+    url = server.rstrip("/") + "/health"
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"rollout server {server!r} is not http(s)")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 (checked above)
+            return bool(reply.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
 
 
 def sample(
