@@ -11,18 +11,20 @@ What kubectl 1.37 asks of a server, this one routes to pure builders: discovery,
 aggregated (discovery.py); meta.k8s.io Tables with the CRDs' printer columns, for get, list and
 watch (tables.py); OpenAPI v3 from the CRDs' schemas and the client's models of the built-in kinds
 (openapi.py, models.py); ?fieldValidation= Strict/Warn/Ignore (fieldvalidation.py); strategic merge
-patches of built-in kinds, directives included (patches.py); ?dryRun=All; streaming lists (WatchList:
-sendInitialEvents and its closing bookmark); watches as application/json; pod logs, tailLines and
-follow. Server-side apply creates missing objects and merges into existing ones, with a Warning.
+patches of built-in kinds, directives included (patches.py); the field selectors of events and pods
+(fieldselectors.py); ?dryRun=All; streaming lists (WatchList: sendInitialEvents and its closing
+bookmark); watches as application/json; pod logs, tailLines and follow. Server-side apply creates
+missing objects and merges into existing ones, with a Warning saying what it does not track.
 
 Refused, clearly, where it cannot do what kube-apiserver does: protobuf and CBOR bodies (415; kubectl's
 typed `create <kind>` commands send protobuf, `kubectl create -f`/`apply -f` send JSON), responses
 other than JSON or Tables (406: OpenAPI v2 as protobuf, objects as protobuf), strategic merge patches
-of custom resources (415, as in kube-apiserver), pod logs of previous containers, with timestamps or
+of custom resources (415, as in kube-apiserver), subresources other than status and pods' log
+(404: exec, attach, port-forward, scale, ...), pod logs of previous containers, with timestamps or
 since a time (400). What it still cannot prove, so e2e/ on a real cluster does: server-side apply
-field ownership (managedFields, conflicts, removal of dropped fields), field selectors beyond
-metadata.name/namespace, deletecollection, admission webhooks, RBAC, quota, and any controller (no
-Job or Deployment controller runs: tests, or the local kubelet, set pod phases).
+field ownership (managedFields, conflicts, removal of dropped fields), deletecollection, admission
+webhooks, RBAC, quota, and any controller (no Job or Deployment controller runs: tests, or the local
+kubelet, set pod phases).
 """
 
 from __future__ import annotations
@@ -157,6 +159,9 @@ class LocalAPIServer(kmock.KubernetesEmulator):
             return await self._pod_log(request)(request)
         representation = "json"
         if request.resource is not None and request.resource.plural:
+            if request.subresource not in (None, "status"):  # exec, attach, port-forward, scale, ...
+                where = f"{request.resource.plural}/{request.subresource}"
+                raise _error(404, "NotFound", f"the local API server does not serve {where}")
             representation = self._negotiate(request)
         if request.resource is not None and request.method.value in ("POST", "PUT", "PATCH", "DELETE"):
             async with self._lock:
@@ -390,8 +395,6 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         if request.name is None:
             raise _error(405, "MethodNotAllowed", f"{request.method.value} needs an object name")
         key = (resource, request.namespace, request.name)
-        if request.subresource not in (None, "status"):
-            raise _error(404, "NotFound", f"subresource {request.subresource} is not served here")
         if request.method.value == "DELETE":
             body = request.data if isinstance(request.data, dict) else {}
             policy = body.get("propagationPolicy") or request.params.get("propagationPolicy", "Background")

@@ -306,6 +306,8 @@ def test_what_the_emulator_cannot_do_is_refused_clearly(kube: Kubectl) -> None:
     assert "reads no protobuf" in kube.fails("create", "configmap", "typed", "--from-literal=a=b")
     # kube-apiserver has no strategic merge patch for custom resources either
     assert "unknown format" in kube.fails("patch", "ptj", "tiny-pretrain", "--type=strategic", "-p", "{}")
+    kube("run", "refused", "--image=busybox")
+    assert "does not serve pods/exec" in kube.fails("exec", "refused", "--", "ls")
     # OpenAPI v2 is JSON only (kubectl asks for protobuf where v3 falls short), objects are JSON
     for path in ("/openapi/v2", f"/apis/{G}/{V}/namespaces/{NS}/pretrainjobs"):
         request = urllib.request.Request(  # noqa: S310 - loopback only
