@@ -8,7 +8,6 @@ from collections.abc import Mapping
 MediaType = tuple[str, dict[str, str]]
 
 JSON = "application/json"
-TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 STRATEGIC = "application/strategic-merge-patch+json"
 # The patch formats kube-apiserver accepts; custom resources have no strategic merge patch.
@@ -42,8 +41,9 @@ def parse(value: str) -> list[MediaType]:
 
 
 def first_known(accept: str, offers: Mapping[str, MediaType]) -> str | None:
-    """The name of the first offer that the Accept header lists (no header or */*: the first offer).
-    An offer matches a listed type with the same type/subtype and its as/g/v parameters."""
+    """The name of the first offer that the Accept header lists, in the header's order. An offer
+    matches a listed type with the same type/subtype and as/g/v parameters; */* (and no header at
+    all) matches the first offer without parameters, plain JSON."""
     listed = parse(accept) or [("*/*", {})]
     for kind, params in listed:
         for name, (offer_kind, offer_params) in offers.items():
@@ -56,14 +56,14 @@ def first_known(accept: str, offers: Mapping[str, MediaType]) -> str | None:
 
 
 OBJECT_OFFERS = {
-    "table": ("application/json", {"as": "Table", "g": "meta.k8s.io", "v": "v1"}),
-    "table-v1beta1": ("application/json", {"as": "Table", "g": "meta.k8s.io", "v": "v1beta1"}),
-    "json": ("application/json", {}),
+    "table": (JSON, {"as": "Table", "g": "meta.k8s.io", "v": "v1"}),
+    "table-v1beta1": (JSON, {"as": "Table", "g": "meta.k8s.io", "v": "v1beta1"}),
+    "json": (JSON, {}),
 }
 DISCOVERY_OFFERS = {
     "aggregated": (
-        "application/json",
+        JSON,
         {"as": "APIGroupDiscoveryList", "g": "apidiscovery.k8s.io", "v": "v2"},
     ),
-    "json": ("application/json", {}),
+    "json": (JSON, {}),
 }

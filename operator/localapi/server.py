@@ -196,13 +196,13 @@ class LocalAPIServer(kmock.KubernetesEmulator):
 
     # ---- discovery, OpenAPI, version ------------------------------------------------------------
 
-    def resources_served(self) -> discovery.Resources:
+    def _resources_served(self) -> discovery.Resources:
         return {resource: self.resources[resource] for resource in self.resources}
 
     def _serve_meta(self, request: rendering.Request) -> rendering.Response | None:
         """Discovery and OpenAPI documents (None: not such a path)."""
         parts = request.url.path.strip("/").split("/")
-        resources = self.resources_served()
+        resources = self._resources_served()
         accept = media.header(request.headers, "Accept")
         if parts == ["version"]:
             return rendering.Response(payload=VERSION)
@@ -250,7 +250,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         """Each group version's OpenAPI v3 path -> (the hash of its content, how to build it)."""
         crds = [obj for key, obj in self._live().items() if key[0] == CRDS]
         custom = {(crd["spec"]["group"], v["name"]) for crd in crds for v in crd["spec"]["versions"]}
-        resources = self.resources_served()
+        resources = self._resources_served()
         documents: dict[str, tuple[str, Callable[[], openapi.Doc]]] = {}
         for group, version in discovery.group_versions(resources):
             if (group, version) in custom:
@@ -321,16 +321,12 @@ class LocalAPIServer(kmock.KubernetesEmulator):
 
     def _read(self, request: rendering.Request, representation: str) -> rendering.Response:
         watch = request.action == kmock.action.WATCH
-        if representation == "json" or request.action not in (
-            kmock.action.LIST,
-            kmock.action.FETCH,
-            kmock.action.WATCH,
-        ):
-            readers = {
-                kmock.action.LIST: self._serve_list,
-                kmock.action.WATCH: self._serve_watch,
-                kmock.action.FETCH: self._serve_fetch,
-            }
+        readers = {
+            kmock.action.LIST: self._serve_list,
+            kmock.action.WATCH: self._serve_watch,
+            kmock.action.FETCH: self._serve_fetch,
+        }
+        if representation == "json" or request.action not in readers:  # writes answer with the object
             payload: Any = readers.get(request.action, self._serve_answer)(request)  # type: ignore[arg-type]
             return rendering.Response(
                 payload=payload, headers={"Content-Type": media.JSON} if watch else None
