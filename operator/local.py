@@ -185,6 +185,26 @@ def try_gateway(cluster: LocalCluster, obj: dict[str, Any], key: str | None) -> 
     return True
 
 
+def autoscaler(cluster: LocalCluster, obj: dict[str, Any], timeout: float = 90) -> str:
+    """The operator's autoscaling decisions in the status, once a round has had a metric (or why not)."""
+    spec, name = DvDDeploymentSpec.model_validate(obj["spec"]), obj["metadata"]["name"]
+    if spec.autoscaling.mode != "operator":
+        return f"{name}: autoscaling by {spec.autoscaling.mode}"
+    deadline, info = time.monotonic() + timeout, kind_of(obj)
+    while True:
+        status = cluster.get(info, name).get("status") or {}
+        rows = {p: status.get(p) or {} for p in ("vision", "language")}
+        if all("metricValue" in r for r in rows.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    shown = ", ".join(
+        f"{p} {r.get('desiredReplicas', '-')} replicas ({r.get('reason', 'no round yet')}"
+        + (f", utilisation {r['metricValue']:.2f})" if "metricValue" in r else ")")
+        for p, r in rows.items()
+    )
+    return f"{name}: autoscaler on {spec.autoscaling.prometheus_url}: {shown}"
+
+
 def chat_request() -> dict[str, Any]:
     from PIL import Image
 
@@ -254,6 +274,7 @@ def run(
             print(f"{obj['metadata']['name']}: mean reward by source {status['meanRewardBySource']}")
         if obj["kind"] == "DvDDeployment" and succeeded(obj):
             ok &= try_gateway(cluster, obj, keys.get(obj["metadata"]["name"]))
+            print(autoscaler(cluster, obj), flush=True)
     if serve:
         print(f"serving; try: KUBECONFIG={cluster.kubeconfig} kubectl get vlmop  (Ctrl-C stops)", flush=True)
         while True:
