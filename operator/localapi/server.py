@@ -13,18 +13,19 @@ watch (tables.py); OpenAPI v3 from the CRDs' schemas and the client's models of 
 (openapi.py, models.py); ?fieldValidation= Strict/Warn/Ignore (fieldvalidation.py); strategic merge
 patches of built-in kinds, directives included (patches.py); the field selectors of events and pods
 (fieldselectors.py); ?dryRun=All; streaming lists (WatchList: sendInitialEvents and its closing
-bookmark); watches as application/json; pod logs, tailLines and follow. Server-side apply creates
-missing objects and merges into existing ones, with a Warning saying what it does not track.
+bookmark); watches as application/json; pod logs with tailLines, limitBytes and follow (the log has
+no timestamps: asked to filter by time, it serves all of it with a Warning saying so). Server-side
+apply creates missing objects and merges into existing ones, with a Warning saying what it does not
+track.
 
 Refused, clearly, where it cannot do what kube-apiserver does: protobuf and CBOR bodies (415; kubectl's
 typed `create <kind>` commands send protobuf, `kubectl create -f`/`apply -f` send JSON), responses
 other than JSON or Tables (406: OpenAPI v2 as protobuf, objects as protobuf), strategic merge patches
 of custom resources (415, as in kube-apiserver), subresources other than status and pods' log
-(404: exec, attach, port-forward, scale, ...), pod logs of previous containers, with timestamps or
-since a time (400). What it still cannot prove, so e2e/ on a real cluster does: server-side apply
-field ownership (managedFields, conflicts, removal of dropped fields), deletecollection, admission
-webhooks, RBAC, quota, and any controller (no Job or Deployment controller runs: tests, or the local
-kubelet, set pod phases).
+(404: exec, attach, port-forward, scale, ...), logs of previous containers (400). What it still
+cannot prove, so e2e/ on a real cluster does: server-side apply field ownership (managedFields,
+conflicts, removal of dropped fields), deletecollection, admission webhooks, RBAC, quota, and any
+controller (no Job or Deployment controller runs: tests, or the local kubelet, set pod phases).
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def _unsupported(accepted: set[str], note: str = "") -> kmock.KubernetesError:
         "the body of the request was in an unknown format - accepted media types include: "
         f"{', '.join(sorted(accepted))}{note}",
     )
+
+
+def _warning_header(warnings: list[str]) -> dict[str, str]:
+    """The Warning header kube-apiserver sends (299, one quoted text each); kubectl prints them."""
+    quoted = [w.replace("\\", "\\\\").replace('"', '\\"') for w in warnings]
+    return {"Warning": ", ".join(f'299 - "{w}"' for w in quoted)} if warnings else {}
 
 
 @attrs.define(kw_only=True)
@@ -268,36 +275,45 @@ class LocalAPIServer(kmock.KubernetesEmulator):
     # ---- pod logs ------------------------------------------------------------------------------
 
     def _pod_log(self, request: rendering.Request) -> rendering.Response:
-        """The log the local kubelet wrote: all of it, its last tailLines, or followed (follow=true)
-        until the pod ends or goes away."""
+        """The log the local kubelet wrote: all of it, its last tailLines, its first limitBytes, or
+        followed (follow=true) until the pod ends or goes away. The log has no timestamps: asked to
+        filter by time or to add timestamps, the server says so in a Warning and serves it all."""
         key = (self._known(request), request.namespace, request.name or "")
         self._get(key)  # 404: unknown pod
-        refused = [p for p in ("previous", "sinceSeconds", "sinceTime", "timestamps", "limitBytes")
-                   if request.params.get(p, "false") != "false"]  # fmt: skip
-        if refused:
-            raise _error(400, "BadRequest", f"{', '.join(refused)}: not supported by the local API server, "
-                         "which serves the local kubelet's log file as it is")  # fmt: skip
+        if request.params.get("previous", "false") != "false":
+            raise _error(400, "BadRequest", "the local API server keeps no log of previous containers")
+        untimed = [
+            p
+            for p in ("sinceSeconds", "sinceTime", "timestamps")
+            if request.params.get(p, "false") != "false"
+        ]
+        warnings = [f"{', '.join(untimed)}: the local kubelet's log has no timestamps, all of it is served"]
         path = self.pod_logs / str(request.name) / "log" if self.pod_logs else None
         text = path.read_bytes() if path and path.exists() else b""
+        offset = len(text)
         if request.params.get("tailLines"):
             text = b"".join(text.splitlines(keepends=True)[-int(request.params["tailLines"]) :])
+        limit = int(request.params["limitBytes"]) if request.params.get("limitBytes") else None
+        text = text[:limit]
         payload: Any = text
-        if request.params.get("follow") == "true":
-            payload = self._follow_log(key, path, text, path.stat().st_size if path and path.exists() else 0)
-        return rendering.Response(payload=payload, headers={"Content-Type": "text/plain"})
+        if request.params.get("follow") == "true" and (limit is None or len(text) < limit):
+            payload = self._follow_log(key, path, text, offset, None if limit is None else limit - len(text))
+        headers = {"Content-Type": "text/plain", **(_warning_header(warnings) if untimed else {})}
+        return rendering.Response(payload=payload, headers=headers)
 
     async def _follow_log(
-        self, key: Key, path: Path | None, start: bytes, offset: int
+        self, key: Key, path: Path | None, start: bytes, offset: int, left: int | None
     ) -> AsyncIterator[bytes]:
         yield start
-        while True:
+        while left is None or left > 0:
             obj = self._objects[key].raw if key in self._objects and not self._objects[key].deleted else None
             ended = obj is None or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
             if path is not None and path.exists() and path.stat().st_size > offset:
                 with path.open("rb") as log:
                     log.seek(offset)
-                    chunk = log.read()
+                    chunk = log.read(left if left is not None else -1)
                 offset += len(chunk)
+                left = None if left is None else left - len(chunk)
                 yield chunk
             elif ended:
                 return
@@ -410,9 +426,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
 
     @staticmethod
     def _answer(status: int, obj: Obj, warnings: list[str]) -> rendering.Response:
-        quoted = [w.replace("\\", "\\\\").replace('"', '\\"') for w in warnings]
-        headers = {"Warning": ", ".join(f'299 - "{w}"' for w in quoted)} if warnings else None
-        return rendering.Response(status=status, payload=obj, headers=headers)
+        return rendering.Response(status=status, payload=obj, headers=_warning_header(warnings) or None)
 
     def _decoded(self, request: rendering.Request, resource: references.resource) -> rendering.Request:
         """The request with its body read (JSON or YAML); 415 for a body kube-apiserver would not

@@ -204,7 +204,7 @@ def test_delete_waits_until_the_object_is_gone(kube: Kubectl) -> None:
 def test_describe_and_get_list_an_objects_events(kube: Kubectl) -> None:
     kube("apply", "-f", "-", stdin=example("pretrainjob", **{"tiny-pretrain": "described"}))
     uid = kube("get", "ptj", "described", "-o", "jsonpath={.metadata.uid}")  # describe selects by it
-    event = {
+    event: Any = {  # the client takes plain dicts too
         "metadata": {"name": "described.1"},
         "involvedObject": {"kind": "PretrainJob", "name": "described", "namespace": NS, "uid": uid},
         "reason": "Admitted",
@@ -286,7 +286,13 @@ def test_pods_describe_and_logs(kube: Kubectl) -> None:
     described = kube("describe", "pod", "logger")
     assert "Name:         logger" in described and "Image:        busybox" in described
     assert kube("logs", "logger") == "one\ntwo\n" and kube("logs", "logger", "--tail=1") == "two\n"
-    assert "previous: not supported by the local API server" in kube.fails("logs", "logger", "--previous")
+    assert kube("logs", "logger", "--limit-bytes=5") == "one\nt"
+    assert "keeps no log of previous containers" in kube.fails("logs", "logger", "--previous")
+    untimed = kube.run("logs", "logger", "--since=1h")
+    assert (
+        untimed.stdout == "one\ntwo\n"
+        and "sinceSeconds: the local kubelet's log has no timestamps" in untimed.stderr
+    )
 
     follow = kube.popen("logs", "-f", "logger")
     time.sleep(1)
