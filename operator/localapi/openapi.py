@@ -29,7 +29,7 @@ _WRITE_PARAMETERS = [
         "schema": {"type": "string", "uniqueItems": True},
     }
     for name, description in (
-        ("dryRun", "Not supported by the local API server."),
+        ("dryRun", "All: validate and admit the write, but store nothing."),
         ("fieldManager", "The name of the actor or entity that is making these changes."),
         ("fieldValidation", "Ignore, Warn (default) or Strict: what to do with unknown fields."),
     )
