@@ -85,7 +85,7 @@ def kind_schema(info: KindInfo) -> Schema:
                 "type": "object",
                 "description": "Standard object metadata.",
                 "properties": {"name": {"type": "string", "description": "The object's name."}},
-            },  # fmt: skip
+            },
             "spec": model_schema(info.spec, f"Desired state of the {info.kind}."),
             "status": model_schema(info.status, f"Observed state of the {info.kind}, written by vlmop."),
         },

@@ -25,9 +25,10 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator.api import KINDS
 from vlmop.operator.api.dvddeployment import DvDDeploymentSpec
@@ -93,7 +94,7 @@ def succeeded(obj: dict[str, Any]) -> bool:
 
 def follow(cluster: LocalCluster, docs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
     """Print each resource's line whenever it changes, until every one is done (or the time is up)."""
-    deadline, last = time.monotonic() + timeout, {}
+    deadline, last = time.monotonic() + timeout, dict[str, str]()
     while True:
         objs = [cluster.get(kind_of(d), d["metadata"]["name"]) for d in docs]
         for obj in objs:
@@ -131,12 +132,7 @@ def prepare(cluster: LocalCluster, docs: list[dict[str, Any]], claims: Path | No
                 print(f"{doc['metadata']['name']}: {spec.model} is empty: a tiny random InternVL in {folder}")
         ref = spec.gateway.auth_secret_ref
         if ref:
-            keys[doc["metadata"]["name"]] = key = secrets.token_urlsafe(16)
-            with contextlib.suppress(Exception):  # already there: the user's own
-                data = {ref.key: base64.b64encode(key.encode()).decode()}
-                cluster.core.create_namespaced_secret(
-                    "default", {"metadata": {"name": ref.name}, "data": data}
-                )
+            keys[doc["metadata"]["name"]] = gateway_key(cluster, ref.name, ref.key)
     if any(d["kind"] == "DvDDeployment" for d in docs):
         if shutil.which("prometheus"):
             monitoring.install(cluster, cluster.kubelet.targets_file)
@@ -146,6 +142,20 @@ def prepare(cluster: LocalCluster, docs: list[dict[str, Any]], claims: Path | No
         else:
             print("Prometheus is not installed (apt-get install prometheus): the autoscaler holds the pools")
     return keys
+
+
+def gateway_key(cluster: LocalCluster, name: str, key: str) -> str:
+    """The gateway's API key: a new Secret with a random one, or the one already there."""
+    token = secrets.token_urlsafe(16)
+    secret = {"metadata": {"name": name}, "data": {key: base64.b64encode(token.encode()).decode()}}
+    try:
+        cluster.core.create_namespaced_secret("default", cast(Any, secret))
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        found = cluster.core.read_namespaced_secret(name, "default").data or {}
+        return base64.b64decode(found[key]).decode()
+    return token
 
 
 def switch_engine(doc: dict[str, Any]) -> None:
@@ -168,7 +178,7 @@ def try_gateway(cluster: LocalCluster, obj: dict[str, Any], key: str | None) -> 
     service = cluster.core.read_namespaced_service(
         dvd.pool_name(obj, "gateway"), obj["metadata"]["namespace"]
     )
-    url = f"http://{service.spec.cluster_ip}:{spec.gateway.port}/v1/chat/completions"
+    url = f"http://{cast(Any, service.spec).cluster_ip}:{spec.gateway.port}/v1/chat/completions"
     request = cluster.workdir / "request.json"
     request.write_text(json.dumps(chat_request(), indent=1))
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}

@@ -371,8 +371,8 @@ class LocalKubelet:
             path = source["fieldRef"]["fieldPath"]
             fields = {
                 "status.podIP": ip,
-                "metadata.name": meta["name"],
-                "metadata.namespace": meta["namespace"],
+                "metadata.name": str(meta["name"]),
+                "metadata.namespace": str(meta["namespace"]),
             }
             match = re.fullmatch(r"metadata\.annotations\['(.+)'\]", path)
             if match:

@@ -11,7 +11,7 @@ It is a stand-in that says so in its rule group's name, not a GPU measurement.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes.client import AppsV1Api, CoreV1Api
 
@@ -72,6 +72,6 @@ def manifests(targets: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
 def install(cluster: LocalCluster, targets: Path) -> None:
     config_map, deployment, service = manifests(targets)
     core = CoreV1Api(cluster.client)
-    core.create_namespaced_config_map(NAMESPACE, config_map)
-    AppsV1Api(cluster.client).create_namespaced_deployment(NAMESPACE, deployment)
-    core.create_namespaced_service(NAMESPACE, service)
+    core.create_namespaced_config_map(NAMESPACE, cast(Any, config_map))
+    AppsV1Api(cluster.client).create_namespaced_deployment(NAMESPACE, cast(Any, deployment))
+    core.create_namespaced_service(NAMESPACE, cast(Any, service))

@@ -34,7 +34,7 @@ def passes(
             get = probe["httpGet"]
             url = f"http://{ip}:{port_of(get['port'], container)}{get.get('path', '/')}"
             with urllib.request.urlopen(url, timeout=timeout) as reply:
-                return 200 <= reply.status < 400
+                return bool(200 <= reply.status < 400)
         if "tcpSocket" in probe:
             with socket.create_connection((ip, port_of(probe["tcpSocket"]["port"], container)), timeout):
                 return True

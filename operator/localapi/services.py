@@ -83,7 +83,9 @@ def resolve(
         ip = cluster_ips.get(meta["uid"])
         for name in names(meta["name"], meta["namespace"]):
             hosts[name] = [ip] if ip else sorted(p.ip for p in pods)
-        for port in spec.get("ports") or [] if ip else []:
+        if ip is None:  # headless: names only
+            continue
+        for port in spec.get("ports") or []:
             found = []
             for pod in pods:
                 with contextlib.suppress(LookupError):  # a pod without that port is no endpoint

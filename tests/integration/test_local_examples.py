@@ -49,8 +49,15 @@ def test_every_example_reaches_its_done_state(tmp_path: Path) -> None:
     assert re.search(r"tiny-cascade-rl: mean reward by source \{.*gsm8k", out), out[-4000:]
     assert re.search(r"tiny-dvd\s+Ready\s+vision=1/1 language=1/1 gateway=2/2", out), out[-4000:]
     assert "Prometheus scrapes the local pods" in out
-    assert re.search(r"tiny-dvd: autoscaler .*prometheus", out), out[-4000:]
-    assert "it answers" in out and re.search(r"try: curl .* http://127\.\d+\.\d+\.\d+:8080/v1/chat/completions", out)
+    assert re.search(
+        r"tiny-dvd: autoscaler on http://prometheus-operated.monitoring:9090/?: vision 1 replicas "
+        r"\(\w+, utilisation [\d.]+\), language 1 replicas \(\w+, utilisation",
+        out,
+    ), out[-4000:]
+    assert "it answers" in out
+    assert re.search(
+        r"try: curl .* -d @\S+request.json http://127\.\d+\.\d+\.\d+:8080/v1/chat/completions", out
+    )
 
 
 def test_sigterm_stops_the_run_and_every_process_it_started(tmp_path: Path) -> None:

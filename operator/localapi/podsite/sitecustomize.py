@@ -60,4 +60,4 @@ def bind(self, address):  # type: ignore[no-untyped-def]
 
 
 if os.environ.get("VLMOP_POD_IP"):
-    socket.socket.bind = bind
+    socket.socket.bind = bind  # type: ignore[method-assign]
