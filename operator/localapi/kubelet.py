@@ -27,6 +27,7 @@ import signal
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,7 +48,10 @@ INDEX = "batch.kubernetes.io/job-completion-index"
 TEMPLATE_HASH = "pod-template-hash"
 KEEP_ENV = ("PATH", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "TMPDIR")
 OWNERS = {"Job": "batch/v1", "Deployment": "apps/v1"}  # list items carry no apiVersion or kind
-BACKOFF = (10.0, 300.0)  # a crashing container waits 10 s, 20 s, ... up to 5 min, as a kubelet does
+BACKOFF = (10.0, 300.0)
+GROUPS = (
+    Path(tempfile.gettempdir()) / f"vlmop-local-{os.getuid()}.groups"
+)  # "<run pid> <pod pgid>" lines  # a crashing container waits 10 s, 20 s, ... up to 5 min, as a kubelet does
 
 
 @dataclass
@@ -116,7 +120,8 @@ class LocalKubelet:
 
     def kill(self, pod: str) -> None:
         """SIGKILL every process of the pod, as the kernel does to a container's cgroup (an OOM kill,
-        a lost node): torchrun starts its workers in sessions of their own, so the tree is walked."""
+        a lost node): its process group (where children whose parent has exited still are, e.g. vLLM's
+        engine core), and the tree, for torchrun starts its workers in sessions of their own."""
         local = self.pods[pod]
         if local.prober:
             local.prober.stop()
@@ -127,6 +132,8 @@ class LocalKubelet:
             for child in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     child.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
     def _loop(self) -> None:
@@ -310,6 +317,9 @@ class LocalKubelet:
         if pod.port:
             env["MASTER_PORT"] = pod.port  # one rendezvous port per Job: several jobs share this host
         env["VLMOP_TERMINATION_LOG"] = str(pod.directory / "termination-log")
+        # Every pod shares this machine's cores: one math thread each unless the pod says otherwise
+        # (each process would start one per core, and OpenMP threads spin while they wait).
+        env.setdefault("OMP_NUM_THREADS", "1")
         env |= {**resolver(self.hosts_file), "VLMOP_POD_IP": pod.ip}
         command = [
             _localise(_expand(arg, env), mounts)
@@ -328,6 +338,8 @@ class LocalKubelet:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        with GROUPS.open("a") as groups:  # for the next run's sweep, should this one be SIGKILLed
+            groups.write(f"{os.getpid()} {pod.process.pid}\n")
 
         def exec_probe(argv: list[str], timeout: float) -> int:
             argv = [
@@ -433,9 +445,19 @@ class LocalKubelet:
 
 
 def sweep() -> int:
-    """Kill what an earlier run left behind (it was SIGKILLed: nothing stopped its pods): processes
-    whose run is gone. Returns how many."""
+    """Kill what an earlier run left behind (it was SIGKILLed: nothing stopped its pods): the process
+    groups of its pods and the processes marked as its own. Returns how many groups and processes."""
     killed = 0
+    live = []
+    lines = GROUPS.read_text().split("\n") if GROUPS.exists() else []
+    for run, group in (line.split() for line in lines if line.strip()):
+        if psutil.pid_exists(int(run)):
+            live.append(f"{run} {group}\n")
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(group), signal.SIGKILL)
+            killed += 1
+    GROUPS.write_text("".join(live))
     for process in psutil.process_iter():
         with contextlib.suppress(psutil.Error, ValueError):
             run = process.environ().get(RUN)

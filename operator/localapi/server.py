@@ -664,10 +664,7 @@ class LocalAPIServer(kmock.KubernetesEmulator):
         schema = self._schemas.get(resource)
         if schema is None:
             return
-        metadata = dict(obj.get("metadata") or {})
         causes = schema.admit(obj, root="status" if subresource == "status" else None, old=old)
-        if isinstance(obj.get("metadata"), dict):  # ObjectMeta, whatever the schema says, is never pruned
-            obj["metadata"].update(metadata)
         if causes:
             kind = self.resources[resource].kind
             name = obj.get("metadata", {}).get("name", "")

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from vlmop.operator.localapi import engines
-from vlmop.operator.localapi.kubelet import sweep
+from vlmop.operator.localapi.kubelet import GROUPS, sweep
 from vlmop.operator.localapi.podsite import RUN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,13 +82,17 @@ def test_a_killed_runs_leftovers_are_swept() -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid no process has now: the run that started the leftover is gone
     env = {**os.environ, RUN: str(dead.pid)}
-    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], env=env)
-    mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
-                            env={**os.environ, RUN: str(os.getpid())})  # fmt: skip
+    sleep = [sys.executable, "-c", "import time; time.sleep(300)"]
+    leftover = subprocess.Popen(sleep, env=env)  # e.g. the operator: marked as the run's
+    group = subprocess.Popen(sleep, start_new_session=True)  # a pod's group (vLLM's engine drops the mark)
+    mine = subprocess.Popen(sleep, env={**os.environ, RUN: str(os.getpid())})
+    with GROUPS.open("a") as groups:
+        groups.write(f"{dead.pid} {group.pid}\n")
     try:
-        assert sweep() >= 1
-        assert leftover.wait(10) == -signal.SIGKILL
+        assert sweep() >= 2
+        assert leftover.wait(10) == -signal.SIGKILL and group.wait(10) == -signal.SIGKILL
         assert mine.poll() is None  # a live run's processes are left alone
+        assert f"{dead.pid} {group.pid}" not in GROUPS.read_text()
     finally:
-        mine.kill()
-        leftover.kill()
+        for process in (mine, leftover, group):
+            process.kill()

@@ -203,4 +203,4 @@ def test_ds_config(deepspeed: dict[str, Any], expect: dict[str, Any]) -> None:
 def test_config_map_holds_the_rendered_ds_config(examples: dict[str, Any]) -> None:
     data = kids(examples["pretrainjob"])["ConfigMap"]["data"]
     rendered = json.loads(data["ds_config.json"])
-    assert rendered["gradient_accumulation_steps"] == 4 and rendered["bf16"] == {"enabled": True}
+    assert rendered["gradient_accumulation_steps"] == 2 and rendered["bf16"] == {"enabled": True}
