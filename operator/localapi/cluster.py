@@ -130,6 +130,8 @@ class LocalCluster:
                 self.operator.wait()
 
     def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():  # no operator was started
+            return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def apply(self, doc: dict[str, Any], namespace: str = "default") -> dict[str, Any]:

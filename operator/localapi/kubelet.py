@@ -555,10 +555,14 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def _localise(value: str, mounts: dict[str, str]) -> str:
-    """Rewrite in-pod paths under a mount to the local directory; bare `*.svc` hosts (a rendezvous
-    address, resolved by torch's C++ store, which the pods' resolver does not reach) to loopback."""
+    """Rewrite in-pod paths under a mount to the local directory (also as `--flag=PATH`); bare `*.svc`
+    hosts (a rendezvous address, resolved by torch's C++ store, which the pods' resolver does not
+    reach) to loopback."""
     if value.endswith(".svc") and "/" not in value:
         return "127.0.0.1"
+    flag, equals, rest = value.partition("=")
+    if equals and flag.startswith("-") and rest.startswith("/"):
+        return f"{flag}={_localise(rest, mounts)}"
     for mount_path in sorted(mounts, key=len, reverse=True):
         if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
             return mounts[mount_path] + value[len(mount_path.rstrip("/")) :]

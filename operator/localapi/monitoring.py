@@ -24,9 +24,9 @@ RULES = """groups:
   - name: vlmop-local-gpu-utilisation-stand-in
     rules:
       - record: DCGM_FI_DEV_GPU_UTIL
-        expr: 100 * clamp_max(sum by (namespace, pod) (rate(vlmop_serving_request_seconds_sum[20s])), 1)
-      - record: DCGM_FI_DEV_GPU_UTIL
-        expr: 100 * clamp_max(sum by (namespace, pod) ({__name__="vllm:num_requests_running"}), 1)
+        expr: >-
+          100 * clamp_max(sum by (namespace, pod) (rate(vlmop_serving_request_seconds_sum[20s]))
+          or sum by (namespace, pod) ({__name__="vllm:num_requests_running"}), 1)
 """
 
 

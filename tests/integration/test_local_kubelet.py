@@ -5,11 +5,14 @@ never goes dark), a crashing container restarts with back-off, and deleting the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api
 
+from vlmop.operator.localapi import monitoring
 from vlmop.operator.localapi.cluster import LocalCluster
 from vlmop.operator.localapi.kubelet import Replica, rollout, strategy
 from vlmop.operator.localapi.podsite import resolver
@@ -179,3 +183,36 @@ def test_strategy_counts() -> None:
     assert strategy({}, 4) == (1, 1)  # 25% each
     assert strategy({"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "50%"}}}, 3) == (0, 1)
     assert strategy({"strategy": {"type": "Recreate"}}, 3) == (0, 3)
+
+
+# Serves /metrics with a request-seconds counter that grows half a second per second: 50% busy.
+EXPORTER = """
+import http.server, time
+start = time.time()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        busy = (time.time() - start) / 2
+        body = f'vlmop_serving_request_seconds_sum{{component="vision"}} {busy}\\n'.encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
+"""
+
+
+@pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus (.ci/test installs it)")
+def test_the_local_prometheus_scrapes_pods_and_records_the_gpu_stand_in(local: LocalCluster) -> None:
+    monitoring.install(local, local.kubelet.targets_file)
+    app = deployment("busy", 1)
+    app["spec"]["template"]["spec"]["containers"][0]["command"] = ["python", "-c", EXPORTER]
+    AppsV1Api(local.client).create_namespaced_deployment(NS, app)
+    local.wait(lambda: bool(resolve(local, f"{monitoring.SERVICE}.{monitoring.NAMESPACE}", 9090)), 30, "DNS")
+    (address,) = resolve(local, f"{monitoring.SERVICE}.{monitoring.NAMESPACE}", 9090)
+    query = urllib.parse.quote('DCGM_FI_DEV_GPU_UTIL{namespace="default",pod=~"busy-.*"}')
+    seen: list[Any] = []
+
+    def recorded() -> bool:
+        with contextlib.suppress(OSError):
+            seen[:] = json.loads(get(f"http://{address}:9090/api/v1/query?query={query}"))["data"]["result"]
+        return bool(seen) and 40 < float(seen[0]["value"][1]) < 60  # percent, as DCGM reports it
+
+    local.wait(recorded, 90, "a 50% utilisation recorded")
