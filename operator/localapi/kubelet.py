@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -43,9 +41,9 @@ from vlmop.operator.localapi import engines, services
 from vlmop.operator.localapi.loopback import free_port
 from vlmop.operator.localapi.podsite import RUN, resolver
 from vlmop.operator.localapi.probes import Prober
+from vlmop.operator.localapi.replicasets import TEMPLATE_HASH, Replica, rollout, strategy, template_hash
 
 INDEX = "batch.kubernetes.io/job-completion-index"
-TEMPLATE_HASH = "pod-template-hash"
 KEEP_ENV = ("PATH", "HOME", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "TMPDIR")
 OWNERS = {"Job": "batch/v1", "Deployment": "apps/v1"}  # list items carry no apiVersion or kind
 BACKOFF = (10.0, 300.0)
@@ -469,55 +467,6 @@ def sweep() -> int:
 
 def ready_pods(pods: dict[str, LocalPod]) -> list[LocalPod]:
     return [p for p in pods.values() if p.ready and p.stopping is None]
-
-
-@dataclass(frozen=True)
-class Replica:
-    name: str
-    current: bool  # of the Deployment's current template
-    ready: bool
-
-
-def template_hash(template: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def strategy(spec: dict[str, Any], want: int) -> tuple[int, int]:
-    """(maxSurge, maxUnavailable) as pod counts: numbers or percentages of `replicas` (surge rounds
-    up, unavailable down), 25% each by default; Recreate retires every old pod first."""
-    rolling = spec.get("strategy") or {}
-    if rolling.get("type") == "Recreate":
-        return 0, want
-    values = rolling.get("rollingUpdate") or {}
-
-    def count(key: str, up: bool) -> int:
-        value = str(values.get(key, "25%"))
-        if not value.endswith("%"):
-            return int(value)
-        share = want * int(value[:-1]) / 100
-        return math.ceil(share) if up else math.floor(share)
-
-    surge, unavailable = count("maxSurge", True), count("maxUnavailable", False)
-    return (surge, unavailable) if surge or unavailable else (1, 0)
-
-
-def rollout(want: int, surge: int, unavailable: int, pods: list[Replica]) -> tuple[int, list[str]]:
-    """How many pods of the current template to create and which pods to remove: surplus current pods
-    (not ready first), then old pods while the ready count stays at or above want - maxUnavailable (an
-    old pod that is not ready costs nothing to remove); new pods never take the total over want + maxSurge."""
-    new = sorted((p for p in pods if p.current), key=lambda p: p.ready)
-    old = sorted((p for p in pods if not p.current), key=lambda p: p.ready)
-    surplus = new[: max(0, len(new) - want)]
-    new = new[len(surplus) :]
-    ready = sum(p.ready for p in new + old)
-    retired = []
-    for pod in old:
-        if not pod.ready or ready - 1 >= want - unavailable:
-            retired.append(pod)
-            ready -= pod.ready
-    kept_old = len(old) - len(retired)
-    create = max(0, min(want - len(new), want + surge - len(new) - kept_old))
-    return create, [p.name for p in surplus + retired]
 
 
 def terminated(code: int, message: str) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from kubernetes.client import AppsV1Api, CoreV1Api
 
 from vlmop.operator.localapi import monitoring
 from vlmop.operator.localapi.cluster import LocalCluster
-from vlmop.operator.localapi.kubelet import Replica, rollout, strategy
 from vlmop.operator.localapi.podsite import resolver
+from vlmop.operator.localapi.replicasets import Replica, rollout, strategy
 
 NS = "default"
 # A server that says which pod answered; ready once /ready exists, which it writes after START_DELAY.
