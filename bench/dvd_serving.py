@@ -93,7 +93,7 @@ class Processes:
                    f"http://127.0.0.1:{port}/health", 120)  # fmt: skip
 
     def vllm(self, model: Path, port: int, extra: list[str], threads: int) -> None:
-        command = [str(engines.vllm_python()), str(engines.SERVE), str(model),
+        command = [*engines.serve(), str(model),
                    "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "vlm",
                    "--tensor-parallel-size", "1", "--dtype", "auto", *extra]  # fmt: skip
         env = engines.CPU_ENV | {"OMP_NUM_THREADS": str(threads)}

@@ -68,7 +68,7 @@ def main() -> None:
         if internvl:
             model = ["--model-path", str(save_tiny(work / "model"))]
         if args.engine == "vllm":  # the operator's rollout pool command
-            command = [str(engines.vllm_python()), str(engines.SERVE),
+            command = [*engines.serve(),
                        model[1], "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "policy",
                        "--tensor-parallel-size", "1", "--dtype", "auto"]  # fmt: skip
         else:

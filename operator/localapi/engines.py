@@ -18,5 +18,11 @@ def vllm_python() -> Path:
     return Path(os.environ.get("VLMOP_VLLM_PYTHON", ROOT / ".venv-vllm" / "bin" / "python"))
 
 
+def serve() -> list[str]:
+    """`vllm serve` here. -P: the script's folder (operator/localapi, whose selectors.py would shadow
+    the standard library's) is not put on sys.path."""
+    return [str(vllm_python()), "-P", str(SERVE)]
+
+
 def installed() -> bool:
     return vllm_python().is_file()

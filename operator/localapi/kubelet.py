@@ -494,7 +494,7 @@ def executable(command: list[str]) -> tuple[list[str], dict[str, str]]:
     if command[:2] == ["vllm", "serve"]:
         if not engines.installed():
             raise LookupError(f"vLLM is not installed here ({engines.vllm_python()}; see .ci/vllm-venv)")
-        return [str(engines.vllm_python()), str(engines.SERVE), *command[2:]], dict(engines.CPU_ENV)
+        return [*engines.serve(), *command[2:]], dict(engines.CPU_ENV)
     return command, {}
 
 

@@ -18,7 +18,7 @@ import pytest
 from vlmop.operator.localapi import engines
 
 ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON, SERVE, ENV = engines.vllm_python(), engines.SERVE, engines.CPU_ENV
+VLLM_PYTHON, ENV = engines.vllm_python(), engines.CPU_ENV
 
 
 class VLLM:
@@ -42,10 +42,11 @@ def vllm() -> VLLM:
     return VLLM()
 
 
-def vllm_python() -> Path:
+def serve() -> list[str]:
+    """`vllm serve` from the CPU venv."""
     if not VLLM_PYTHON.exists():
         pytest.fail(f"vLLM's CPU venv is missing ({VLLM_PYTHON}): run .ci/vllm-venv (CI does)")
-    return VLLM_PYTHON
+    return engines.serve()
 
 
 def vllm_argv(container: dict[str, Any]) -> list[str]:
@@ -56,7 +57,7 @@ def vllm_argv(container: dict[str, Any]) -> list[str]:
 
 def parses(argv: list[str]) -> subprocess.CompletedProcess[str]:
     """vLLM's own parser and validation on a `vllm serve` command line (no server started)."""
-    return subprocess.run([str(vllm_python()), str(SERVE), "--check", *argv], capture_output=True,
+    return subprocess.run([*serve(), "--check", *argv], capture_output=True,
                           text=True, timeout=120, cwd="/")  # fmt: skip
 
 
@@ -65,7 +66,7 @@ def vllm_server(container: dict[str, Any], log: Path, timeout: float = 400) -> I
     """The pool's container run here: its `vllm serve` arguments and env, ready once its startup probe
     (python3 -c ... one completion) succeeds."""
     env = {**os.environ, **ENV, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
-    process = subprocess.Popen([str(vllm_python()), str(SERVE), *vllm_argv(container)], env=env, cwd="/",
+    process = subprocess.Popen([*serve(), *vllm_argv(container)], env=env, cwd="/",
                                stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
     probe = container["startupProbe"]["exec"]["command"]
     assert probe[0] == "python3"
