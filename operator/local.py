@@ -122,9 +122,8 @@ def prepare(cluster: LocalCluster, docs: list[dict[str, Any]], claims: Path | No
             continue
         spec = DvDDeploymentSpec.model_validate(doc["spec"])
         for volume in dvd.model_mounts(spec):
-            folder = claim_folder(cluster, claims, volume.claim_name) / Path(spec.model).relative_to(
-                volume.mount_path
-            )
+            inside = Path(spec.model).relative_to(volume.mount_path)
+            folder = cluster.kubelet.claim_folder(volume.claim_name) / inside
             if not (folder / "config.json").is_file():
                 from vlmop.workloads.serving.model import save_tiny
 
@@ -165,11 +164,6 @@ def switch_engine(doc: dict[str, Any]) -> None:
             stage["rollout"]["engine"] = "vlmop"
     if doc["kind"] == "DvDDeployment":
         spec.setdefault("language", {})["engine"] = "vlmop"
-
-
-def claim_folder(cluster: LocalCluster, claims: Path | None, name: str) -> Path:
-    """Where the kubelet mounts a claim: <claims>/<name> when it exists, else the run's own."""
-    return claims / name if claims and (claims / name).is_dir() else cluster.workdir / "claims" / name
 
 
 def try_gateway(cluster: LocalCluster, obj: dict[str, Any], key: str | None) -> bool:

@@ -90,6 +90,7 @@ class LocalKubelet:
         self.logs = self.workdir / "pods"  # <pod>/log: what the API server answers for pods/<pod>/log
         self.hosts_file = self.workdir / "hosts.json"
         self.targets_file = self.workdir / "scrape-targets.json"  # for a local Prometheus (file_sd)
+        self.targets = ""  # what the file holds
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.apps = kubernetes.client.AppsV1Api(self.client)
         self.addresses = services.Addresses()
@@ -349,6 +350,11 @@ class LocalKubelet:
 
         pod.prober = Prober(container, pod.ip, exec_probe)
 
+    def claim_folder(self, claim: str) -> Path:
+        """Where a claim is mounted: <claims>/<name> when it exists, else the run's own folder."""
+        shared = self.claims / claim if self.claims else None
+        return shared if shared and shared.is_dir() else self.workdir / "claims" / claim
+
     def _mounts(
         self, namespace: str, spec: dict[str, Any], container: dict[str, Any], directory: Path
     ) -> dict[str, str]:
@@ -358,9 +364,7 @@ class LocalKubelet:
         for mount in container.get("volumeMounts") or []:
             volume = volumes[mount["name"]]
             if "persistentVolumeClaim" in volume:
-                claim = volume["persistentVolumeClaim"]["claimName"]
-                shared = self.claims / claim if self.claims else None
-                local = shared if shared and shared.is_dir() else self.workdir / "claims" / claim
+                local = self.claim_folder(volume["persistentVolumeClaim"]["claimName"])
             elif "hostPath" in volume:
                 local = Path(volume["hostPath"]["path"])
             else:
@@ -436,7 +440,8 @@ class LocalKubelet:
                    for c in e.body["spec"]["containers"] for port in c.get("ports") or []
                    if port.get("name") in ("http", "metrics")]  # fmt: skip
         text = json.dumps(targets, indent=1)
-        if not self.targets_file.exists() or self.targets_file.read_text() != text:
+        if text != self.targets:  # written on change only: Prometheus re-reads it
+            self.targets = text
             partial = self.targets_file.with_suffix(".partial")
             partial.write_text(text)
             os.replace(partial, self.targets_file)

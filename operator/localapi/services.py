@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlmop.operator.localapi.probes import port_of
+
 Address = tuple[str, int]
 
 
@@ -46,12 +48,9 @@ def matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bo
 def target_port(port: Mapping[str, Any], pod_spec: Mapping[str, Any]) -> int:
     """A Service port's targetPort on a pod: a number, or the name of a container port."""
     target = port.get("targetPort", port["port"])
-    if isinstance(target, int) or str(target).isdigit():
-        return int(target)
     for container in pod_spec.get("containers") or []:
-        for p in container.get("ports") or []:
-            if p.get("name") == target:
-                return int(p["containerPort"])
+        with contextlib.suppress(LookupError):
+            return port_of(target, container)
     raise LookupError(f"no container port named {target}")
 
 

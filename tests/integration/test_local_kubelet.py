@@ -15,8 +15,10 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api
 
@@ -179,6 +181,13 @@ def test_rollout_steps(want: int, pods: list[Replica], expected: tuple[int, list
     assert rollout(want, 1, 0, pods) == expected
 
 
+def test_the_local_prometheus_manifests_pass_kubernetes_schema(tmp_path: Path) -> None:
+    kinds = (("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"))
+    for (version, kind), manifest in zip(kinds, monitoring.manifests(tmp_path / "targets.json"), strict=True):
+        body = {"apiVersion": version, "kind": kind, **manifest}
+        kubernetes_validate.validate(body, "1.37", strict=True)
+
+
 def test_strategy_counts() -> None:
     assert strategy({}, 4) == (1, 1)  # 25% each
     assert strategy({"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "50%"}}}, 3) == (0, 1)
@@ -199,8 +208,9 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
 """
 
 
-@pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus (.ci/test installs it)")
 def test_the_local_prometheus_scrapes_pods_and_records_the_gpu_stand_in(local: LocalCluster) -> None:
+    if not shutil.which("prometheus"):
+        pytest.fail("Debian's prometheus is missing: bash .ci/test installs it")
     monitoring.install(local, local.kubelet.targets_file)
     app = deployment("busy", 1)
     app["spec"]["template"]["spec"]["containers"][0]["command"] = ["python", "-c", EXPORTER]
