@@ -276,6 +276,8 @@ def run(
         status = obj.get("status") or {}
         if obj["kind"] == "CascadeRLJob" and status.get("meanRewardBySource"):
             print(f"{obj['metadata']['name']}: mean reward by source {status['meanRewardBySource']}")
+        for verifier, tally in (status.get("rewardsByVerifier") or {}).items():
+            print(f"  verifier {verifier}: " + ", ".join(f"{k} {v}" for k, v in tally.items()))
         if obj["kind"] == "DvDDeployment" and succeeded(obj):
             ok &= try_gateway(cluster, obj, keys.get(obj["metadata"]["name"]))
             print(autoscaler(cluster, obj), flush=True)

@@ -17,8 +17,10 @@ NUMBERS = ("step", "totalSteps", "loss", "tokensPerSecond", "mfu", "clipFraction
 INTEGERS = ("step", "totalSteps", "policyVersion")
 STRINGS = ("latestCheckpoint",)
 STATUS_KEYS = ("step", "totalSteps", "loss", "tokensPerSecond", "latestCheckpoint")
-# The GSPO trainer's mean reward per task/source; bounded like everything from a pod.
-BY_SOURCE, MAX_SOURCES = "meanRewardBySource", 64
+# The GSPO trainer's mean reward per task/source and its last step's tally per verifier; bounded like
+# everything from a pod.
+BY_SOURCE, BY_VERIFIER, MAX_SOURCES = "meanRewardBySource", "rewardsByVerifier", 64
+TALLY_COUNTS, TALLY_SHARES = ("scored", "failed", "timedOut"), ("fullScoreShare", "meanReward")
 
 
 def parse(text: str | bytes) -> dict[str, Any] | None:
@@ -44,7 +46,25 @@ def parse(text: str | bytes) -> dict[str, Any] | None:
                    and _number(v)}  # fmt: skip
         if rewards and len(rewards) <= MAX_SOURCES:
             out[BY_SOURCE] = rewards
+    tallies = raw.get(BY_VERIFIER)
+    if isinstance(tallies, dict) and len(tallies) <= MAX_SOURCES:
+        read = {k: _tally(v) for k, v in tallies.items() if isinstance(k, str) and len(k) <= 63}
+        if read and all(read.values()):
+            out[BY_VERIFIER] = read
     return out or None
+
+
+def _tally(raw: Any) -> dict[str, Any] | None:
+    """One verifier's tally, or None when any figure is missing or not a number."""
+    if not isinstance(raw, dict):
+        return None
+    counts = {k: raw.get(k) for k in TALLY_COUNTS}
+    shares = {k: raw.get(k) for k in TALLY_SHARES}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
+        return None
+    if not all(_number(v) for v in shares.values()):
+        return None
+    return {**counts, **{k: round(float(v), 4) for k, v in shares.items() if _number(v)}}
 
 
 def _number(value: Any) -> TypeGuard[int | float]:

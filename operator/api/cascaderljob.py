@@ -289,6 +289,14 @@ class StageStatus(ApiModel):
     completion_time: str | None = Field(None, description="When the stage finished (RFC 3339).")
 
 
+class VerifierTally(ApiModel):
+    scored: int = Field(description="Samples the verifier scored in the last rollout batch.")
+    failed: int = Field(description="Samples it failed on (raised, or answered out of protocol).")
+    timed_out: int = Field(description="Samples it did not score within its timeoutSeconds.")
+    full_score_share: float = Field(description="Share of the scored samples that got 1.0.")
+    mean_reward: float = Field(description="Mean reward of the scored samples.")
+
+
 class CascadeRLJobStatus(BaseStatus):
     phase: JobPhase | None = Field(
         None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
@@ -304,6 +312,11 @@ class CascadeRLJobStatus(BaseStatus):
     )
     mean_reward_by_source: dict[str, float] = Field(
         default_factory=dict, description="Mean reward of the last rollout batch per task/source."
+    )
+    rewards_by_verifier: dict[str, VerifierTally] = Field(
+        default_factory=dict,
+        description="Each verifier's outcomes in the last rollout batch: a verifier that fails, times out "
+        "or scores everything 0 shows here within a step.",
     )
     clip_fraction: float | None = Field(None, description="Share of clipped ratios in the last update.")
     policy_version: int | None = Field(None, description="Version of the weights the rollout pool serves.")

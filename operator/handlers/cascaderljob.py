@@ -17,7 +17,8 @@ from vlmop.operator.reconcile import Written, write_status
 from vlmop.operator.workqueue import QUEUE, ObjectLogger
 
 ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
-JOB_KEYS = ("meanRewardBySource", "clipFraction", "policyVersion")  # status fields as rank 0 names them
+# The job-level status fields, as rank 0 names them.
+JOB_KEYS = ("meanRewardBySource", "rewardsByVerifier", "clipFraction", "policyVersion")
 
 
 @QUEUE.register(KIND)

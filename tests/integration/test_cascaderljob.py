@@ -77,12 +77,17 @@ def test_mpo_hands_over_to_gspo_and_the_job_succeeds(
     assert peer.pod_selector.match_labels == kubelet.job("crl-s1-r0").spec.template.metadata.labels
 
     # Rank 0 of gspo reports the RL figures while it runs.
+    tallies = {
+        "math": {"scored": 32, "failed": 0, "timedOut": 0, "fullScoreShare": 0.25, "meanReward": 0.25},
+        "game24": {"scored": 0, "failed": 32, "timedOut": 0, "fullScoreShare": 0, "meanReward": 0},
+    }
     figures = {"meanRewardBySource": {"gsm8k": 0.25, "bootcamp-24": 0.5}, "clipFraction": 0.02,
-               "policyVersion": 6}  # fmt: skip
+               "policyVersion": 6, "rewardsByVerifier": tallies}  # fmt: skip
     progress_server.update(Progress(step=6, total_steps=20, loss=0.01, extra=figures))
     (gspo,) = kubelet.start("crl-s1-r0", nodes=1)
     running = wait_for(CASCADERLJOB, "crl", "gspo's figures", phase="Running", policyVersion=6)
     assert running["meanRewardBySource"] == {"gsm8k": 0.25, "bootcamp-24": 0.5}
+    assert running["rewardsByVerifier"] == tallies  # a verifier failing every sample shows within a step
     assert running["clipFraction"] == 0.02 and running["progress"] == "gspo: 6/20 steps (30%)"
 
     # Converged: resync ticks read the indexes and rank 0's endpoint, and write nothing.

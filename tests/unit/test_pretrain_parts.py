@@ -157,6 +157,24 @@ def test_rl_figures_reach_the_operator_bounded() -> None:
     assert progress.parse(json.dumps({"step": 1, "meanRewardBySource": many})) == {"step": 1}
 
 
+def test_reward_tallies_reach_the_operator_whole_or_not_at_all() -> None:
+    tally = {"scored": 60, "failed": 3, "timedOut": 1, "fullScoreShare": 0.25, "meanReward": 0.3}
+    parsed = progress.parse(json.dumps({"step": 2, "rewardsByVerifier": {"math": tally, "judge": tally}}))
+    assert parsed == {"step": 2, "rewardsByVerifier": {"math": tally, "judge": tally}}
+    for bad in (
+        {**tally, "scored": -1},
+        {**tally, "failed": 1.5},
+        {**tally, "timedOut": True},
+        {**tally, "meanReward": "high"},
+        {k: v for k, v in tally.items() if k != "failed"},
+        [1, 2],
+    ):
+        reported = {"math": tally, "judge": bad}  # one unreadable tally and the field is left out
+        assert progress.parse(json.dumps({"step": 2, "rewardsByVerifier": reported})) == {"step": 2}
+    many = {f"v{i}": tally for i in range(65)}
+    assert progress.parse(json.dumps({"step": 2, "rewardsByVerifier": many})) == {"step": 2}
+
+
 def test_rollout_urls_expand_to_every_replica() -> None:
     from vlmop.workloads.rl.rollout import endpoints
 

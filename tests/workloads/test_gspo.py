@@ -77,6 +77,15 @@ def test_gspo_raises_the_mean_reward_on_a_generated_task(server: tuple[str, Path
     report = json.loads((tmp_path / "termination-log").read_text())
     assert report["policyVersion"] == STEPS and report["clipFraction"] == steps[-1]["clip_fraction"]
     assert report["meanRewardBySource"] == {"letters": pytest.approx(rewards[-1])}
+    # 2 ranks x 4 prompts x 8 samples, all scored (in the reward worker processes), summed over ranks.
+    tally = report["rewardsByVerifier"]["letters"]
+    assert {k: tally[k] for k in ("scored", "failed", "timedOut")} == {
+        "scored": 64,
+        "failed": 0,
+        "timedOut": 0,
+    }
+    assert tally["meanReward"] == pytest.approx(rewards[-1], abs=1e-4)
+    assert steps[-1]["rewards_by_verifier"] == {"letters": tally}
 
 
 def test_gspo_under_zero3_publishes_the_gathered_model(server: tuple[str, Path], tmp_path: Path) -> None:

@@ -74,13 +74,13 @@ def test_code_runs_in_the_sandbox(response: str, score: float) -> None:
     assert time.monotonic() - started < 5
 
 
-def solve_24(numbers: list[int]) -> str:
+def solve_24(numbers: list[int], target: int = 24) -> str:
     """A brute-force solver, independent of the environment's own check."""
     items = [(Fraction(n), str(n)) for n in numbers]
 
     def search(items: list[tuple[Fraction, str]]) -> str | None:
         if len(items) == 1:
-            return items[0][1] if items[0][0] == 24 else None
+            return items[0][1] if items[0][0] == target else None
         for (i, (a, x)), (j, (b, y)) in itertools.permutations(enumerate(items), 2):
             rest = [item for k, item in enumerate(items) if k not in (i, j)]
             options = [(a + b, f"({x}+{y})"), (a - b, f"({x}-{y})"), (a * b, f"({x}*{y})")]
@@ -98,7 +98,7 @@ def solve_24(numbers: list[int]) -> str:
 
 def correct_answer(task: str, case: dict[str, Any]) -> str:
     if task == "arithmetic-24":
-        return f"Let me think. <answer>{solve_24(case['numbers'])}</answer>"
+        return f"Let me think. <answer>{solve_24(case['numbers'], case['target'])}</answer>"
     if task == "letters":
         return "abcdefgh"[: case["length"]]
     if task == "sorting":

@@ -235,7 +235,7 @@ class Trainer:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def log_fields(self) -> dict[str, float]:
+    def log_fields(self) -> dict[str, Any]:
         """What a subclass adds to each line of --log-file."""
         return {}
 

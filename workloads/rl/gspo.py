@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
 
+import prometheus_client
 import torch
 import torch.distributed as dist
 
@@ -31,7 +32,7 @@ from vlmop.workloads.rl import rollout
 from vlmop.workloads.rl.logprobs import token_logps
 from vlmop.workloads.rl.losses import LossMode, group_advantages, informative, policy_loss
 from vlmop.workloads.rl.rewards.environments import TASKS
-from vlmop.workloads.rl.rewards.mixture import MixtureOfRewards, Sample
+from vlmop.workloads.rl.rewards.mixture import OUTCOMES, MixtureOfRewards, Sample, Tally
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class GSPOTrainConfig(pretrain_config.TrainConfig):
     tasks: tuple[str, ...] = ("arithmetic-24",)
     cases: int = 4096  # generated prompts, cycled through by step
     rewards: Path | None = None  # JSON {"verifiers", "routes"}; default: each task to its environment
+    reward_workers: int | None = None  # processes for the computing verifiers; default: cores, at most 8
     group_size: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
@@ -71,6 +73,7 @@ def parse(argv: list[str] | None = None) -> GSPOTrainConfig:
     p.add_argument("--task", dest="tasks", action="append", choices=sorted(TASKS))
     p.add_argument("--cases", type=int, default=d.cases)
     p.add_argument("--rewards", type=Path, help="JSON {verifiers, routes}; default: task environments")
+    p.add_argument("--reward-workers", type=int, help="processes for math/choice/environment verifiers")
     p.add_argument("--group-size", type=int, default=d.group_size)
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--top-p", type=float, default=d.top_p)
@@ -141,14 +144,17 @@ class GSPOTrainer(Trainer):
         if not 1 <= cfg.mini_batches <= self.engine.train_micro_batch_size_per_gpu():
             raise ValueError("--mini-batches must be between 1 and the prompts per rank (--micro-batch-size)")
         spec = json.loads(cfg.rewards.read_text()) if cfg.rewards else default_rewards(cfg.tasks)
-        self.mixture = MixtureOfRewards.from_spec(spec)
+        self.mixture = MixtureOfRewards.from_spec(spec, cfg.reward_workers)
         unrouted = sorted({p.source for p in self.prompts.items} - self.mixture.routes.keys())
         if unrouted:
             raise ValueError(f"no reward route for the prompt sources {unrouted}: add them to --rewards")
         self.tokenizer = data.tokenizer_for(cfg.model_path)
         self.sources = sorted(self.mixture.routes)
+        self.verifiers = sorted({v.name for v in self.mixture.routes.values()})
         self.parts: dict[str, float] = {}
         self.rewards_by_source: dict[str, float] = {}
+        self.rewards_by_verifier: dict[str, dict[str, float]] = {}
+        self.reward_metrics = RewardMetrics(self.reporter.registry) if self.reporter else None
         self.version = 0  # of the weights the rollout servers were last given
 
     def _build_data(self) -> Prompts:  # type: ignore[override]
@@ -257,12 +263,17 @@ class GSPOTrainer(Trainer):
         for source in self.sources:  # per-source sums and counts, in the same all-reduce
             values = scores.by_source.get(source, [])
             totals += [sum(values), len(values)]
+        for name in self.verifiers:  # and each verifier's tally
+            totals += scores.by_verifier[name].as_list() if name in scores.by_verifier else [0.0] * 5
         summary = torch.tensor(totals, dtype=torch.float64, device=self.engine.device)
         dist.all_reduce(summary)
         reduced = summary.tolist()
         loss, tokens_all, stop, reward_sum, samples, clip_sum, length_sum, stale_sum = reduced[:8]
-        by_source = zip(self.sources, reduced[8::2], reduced[9::2], strict=True)
+        per_source = reduced[8 : 8 + 2 * len(self.sources)]
+        by_source = zip(self.sources, per_source[0::2], per_source[1::2], strict=True)
         self.rewards_by_source = {source: total / n for source, total, n in by_source if n}
+        tallies = reduced[8 + 2 * len(self.sources) :]
+        self._tally({name: Tally.of(tallies[5 * i : 5 * i + 5]) for i, name in enumerate(self.verifiers)})
         self.stop_requested = stop > 0
         self.parts = {
             "reward_mean": reward_sum / samples,
@@ -297,15 +308,57 @@ class GSPOTrainer(Trainer):
         device = self.engine.device
         return {"input_ids": ids.to(device), "attention_mask": attention.to(device), "mask": mask.to(device)}
 
-    def log_fields(self) -> dict[str, float]:
-        return dict(self.parts)
+    def close(self) -> None:
+        self.mixture.close()
+        super().close()
+
+    def _tally(self, tallies: dict[str, Tally]) -> None:
+        """The step's outcomes per verifier (all ranks) into the progress report and the metrics: a
+        verifier that fails, times out or scores everything 0 shows within a step."""
+        self.rewards_by_verifier = {}
+        for name, tally in tallies.items():
+            samples = tally.scored + tally.failed + tally.timed_out
+            if not samples:
+                continue
+            self.rewards_by_verifier[name] = {
+                "scored": tally.scored,
+                "failed": tally.failed,
+                "timedOut": tally.timed_out,
+                "fullScoreShare": round(tally.full / tally.scored, 4) if tally.scored else 0.0,
+                "meanReward": round(tally.total / tally.scored, 4) if tally.scored else 0.0,
+            }
+            if self.reward_metrics:
+                self.reward_metrics.add(name, tally)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {**self.parts, "rewards_by_verifier": self.rewards_by_verifier}
 
     def progress_fields(self) -> dict[str, Any]:
         return {
             "meanRewardBySource": self.rewards_by_source,
+            "rewardsByVerifier": self.rewards_by_verifier,
             "clipFraction": self.parts.get("clip_fraction"),
             "policyVersion": self.version,
         }
+
+
+class RewardMetrics:
+    """Rank 0's reward counters for Prometheus, summed over every rank."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
+        self.samples = prometheus_client.Counter(
+            "vlmop_reward_samples", "Samples per verifier by outcome (scored, failed, timed_out).",
+            ["verifier", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.full = prometheus_client.Counter(
+            "vlmop_reward_full_score_samples", "Scored samples that got 1.0, per verifier.", ["verifier"],
+            registry=registry,
+        )  # fmt: skip
+
+    def add(self, verifier: str, tally: Tally) -> None:
+        for outcome in OUTCOMES:
+            self.samples.labels(verifier, outcome).inc(getattr(tally, outcome))
+        self.full.labels(verifier).inc(tally.full)
 
 
 def default_rewards(tasks: tuple[str, ...]) -> dict[str, Any]:
