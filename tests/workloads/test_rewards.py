@@ -17,7 +17,7 @@ import pytest
 
 from vlmop.workloads.rl.rewards import rules, sandbox, verifiers
 from vlmop.workloads.rl.rewards.environments import TASKS
-from vlmop.workloads.rl.rewards.mixture import MixtureOfRewards, Sample, Verifier
+from vlmop.workloads.rl.rewards.mixture import MixtureOfRewards, Sample, Tally, Verifier
 
 
 @pytest.mark.parametrize(
@@ -217,6 +217,30 @@ def test_the_mixture_routes_by_source_and_never_fails_a_step(verifier_url: str) 
     assert failed == [False] * 5 + [True, True, True]
     assert "timed out" in str(scores.failed[6]) and "no verifier routed" in str(scores.failed[7])
     assert scores.mean_by_source()["open-qa"] == pytest.approx(-1 / 3)
+    # Each verifier's tally: what the trainer reports per step (status, metrics).
+    assert scores.by_verifier["judge"] == Tally(scored=1, failed=1, timed_out=1, full=1, total=1.0)
+    assert scores.by_verifier["math"] == Tally(scored=1, full=1, total=1.0)
+    assert scores.by_verifier["unrouted"] == Tally(failed=1)
+    mixture.close()
+
+
+def test_a_verifier_that_hangs_is_killed_and_the_batch_goes_on() -> None:
+    """sympy evaluates 9^(9^(9^9)) for hours holding the GIL: a thread could never be stopped; the
+    worker process is killed at the timeout and a fresh one scores the rest."""
+    spec = {"verifiers": [{"name": "math", "type": "rule", "rule": "math", "timeoutSeconds": 3}],
+            "routes": [{"source": "gsm8k", "verifier": "math"}]}  # fmt: skip
+    mixture = MixtureOfRewards.from_spec(spec, workers=1)
+    mixture.score([Sample("gsm8k", "", "\\boxed{1}", "1")])  # the worker is up
+    (hung,) = mixture.workers.started if mixture.workers else []
+    started = time.monotonic()
+    scores = mixture.score(
+        [Sample("gsm8k", "", "\\boxed{9^{9^{9^{9}}}}", "5")] + [Sample("gsm8k", "", "\\boxed{5}", "5")] * 3
+    )
+    assert time.monotonic() - started < 15  # the timeout plus a new worker's start
+    assert scores.rewards == [0.0, 1.0, 1.0, 1.0] and "timed out after 3s" in str(scores.failed[0])
+    assert scores.by_verifier["math"] == Tally(scored=3, timed_out=1, full=3, total=3.0)
+    assert hung.process.poll() is not None  # killed, not left computing
+    mixture.close()
 
 
 def test_a_route_to_an_unknown_verifier_is_refused() -> None:
