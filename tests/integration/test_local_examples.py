@@ -47,6 +47,9 @@ def test_every_example_reaches_its_done_state(tmp_path: Path) -> None:
     assert re.search(r"tiny-pretrain\s+Succeeded\s+200/200 steps", out), out[-4000:]
     assert re.search(r"tiny-cascade-rl\s+Succeeded", out), out[-4000:]
     assert re.search(r"tiny-cascade-rl: mean reward by source \{.*gsm8k", out), out[-4000:]
+    # The last step's tally per verifier: scored in the trainer pod's reward workers, none failed.
+    tallies = re.findall(r"verifier (\S+): scored (\d+), failed (\d+), timedOut (\d+)", out)
+    assert tallies and all(int(n) > 0 and (f, t) == ("0", "0") for _, n, f, t in tallies), tallies
     assert re.search(r"tiny-dvd\s+Ready\s+vision=1/1 language=1/1 gateway=2/2", out), out[-4000:]
     assert "Prometheus scrapes the local pods" in out
     assert re.search(
