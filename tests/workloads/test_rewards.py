@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vlmop.workloads.rl.rewards import rules, sandbox, verifiers
 from vlmop.workloads.rl.rewards.environments import TASKS
-from vlmop.workloads.rl.rewards.mixture import MixtureOfRewards, Sample, Tally, Verifier
+from vlmop.workloads.rl.rewards.mixture import MixtureOfRewards, Sample, Tally, Verifier, default_workers
 
 
 @pytest.mark.parametrize(
@@ -258,3 +260,13 @@ def test_a_raising_verifier_scores_its_failure_value() -> None:
 
     scores = MixtureOfRewards({"s": Verifier("b", broken, failure_score=-0.5)}).score([Sample("s", "", "")])
     assert scores.rewards == [-0.5] and "verifier exploded" in str(scores.failed[0])
+
+
+def test_reward_workers_follow_the_pods_cpu_limit(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cores = len(os.sched_getaffinity(0))
+    cpu_max.write_text("150000 100000\n")  # a 1.5-CPU limit: 2 workers
+    assert default_workers(cpu_max) == min(2, cores)
+    cpu_max.write_text("max 100000\n")
+    assert default_workers(cpu_max) == min(8, cores)
+    assert default_workers(tmp_path / "absent") == min(8, cores)

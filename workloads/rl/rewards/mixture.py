@@ -8,13 +8,16 @@ out, and how many scored 1.0."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vlmop.workloads.rl.rewards import rules, sandbox, verifiers
@@ -159,9 +162,15 @@ def _computes(spec: Mapping[str, Any]) -> bool:
     return bool(spec["type"] != "model")
 
 
-def default_workers() -> int:
-    """Worker processes per trainer rank: the cores this process may use, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))
+def default_workers(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Worker processes per trainer rank: the cores this process may use (its CPU affinity, and the
+    pod's CPU limit where cgroup v2 says one), at most 8."""
+    cores = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    return max(1, min(8, cores))
 
 
 def verifier(spec: Mapping[str, Any]) -> Verifier:
