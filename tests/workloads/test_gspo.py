@@ -14,9 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from vlmop.operator.localapi.loopback import free_port, wait_ready
+from vlmop.workloads.rl.gspo import RewardMetrics
+from vlmop.workloads.rl.rewards.mixture import Tally
 
 STEPS = 12
 PRESET = "tiny-vl"  # the LLaVA-style tiny VLM (ViT + projector + LM), sampling on text prompts
@@ -95,3 +99,20 @@ def test_gspo_under_zero3_publishes_the_gathered_model(server: tuple[str, Path],
     assert len(steps) == 2 and all(s["staleness"] == 0 for s in steps)
     with urllib.request.urlopen(f"{url}/health") as reply:  # noqa: S310 (loopback)
         assert json.loads(reply.read())["version"] == 2
+
+
+def test_reward_counters_add_up_every_step() -> None:
+    registry = prometheus_client.CollectorRegistry()
+    metrics = RewardMetrics(registry)
+    metrics.add("math", Tally(scored=30, failed=1, timed_out=1, full=12, total=12.0))
+    metrics.add("math", Tally(scored=32, full=4, total=4.0))
+    text = prometheus_client.generate_latest(registry).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert samples[("vlmop_reward_samples_total", (("outcome", "scored"), ("verifier", "math")))] == 62
+    assert samples[("vlmop_reward_samples_total", (("outcome", "timed_out"), ("verifier", "math")))] == 1
+    assert samples[("vlmop_reward_full_score_samples_total", (("verifier", "math"),))] == 16
