@@ -130,12 +130,14 @@ class Verifier(ApiModel):
     rule: Literal["math", "multiple-choice", "code"] | None = Field(
         None, description="Rule verifier: math (math-verify), multiple-choice, or code run against tests."
     )
-    environment: str | None = Field(
-        None, description="InternBootcamp-style task environment, e.g. arithmetic-24, sorting."
+    environment: Literal["arithmetic-24", "sorting", "knights-knaves", "letters"] | None = Field(
+        None, description="InternBootcamp-style task environment the trainer knows."
     )
     protocol: Literal["compass-verifier", "polar"] = Field(
         "compass-verifier",
-        description="Model verifier protocol: compass-verifier (\\boxed{A|B|C}) or polar (scalar).",
+        description="Model verifier protocol: compass-verifier (an OpenAI-compatible chat endpoint judges "
+        "A/B/C) or polar (a reward model's scalar from /pooling, vLLM or lmdeploy, the default for a "
+        "pool, or /classify, sglang).",
     )
     endpoint: str | None = Field(None, description="URL of an existing verifier model server.")
     pool: VerifierPool | None = Field(None, description="A verifier model pool the operator runs.")

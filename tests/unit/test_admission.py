@@ -79,6 +79,13 @@ INVALID = [
     ("CascadeRLJob", "spec.stages.0.kind", "ppo", "spec.stages[0].kind", "supported values"),
     (
         "CascadeRLJob",
+        "spec.stages.1.rewards.verifiers.2.environment",
+        "chess",
+        "spec.stages[1].rewards.verifiers[2].environment",
+        "supported values",
+    ),
+    (
+        "CascadeRLJob",
         "spec.stages.1.gspo.miniBatchPrompts",
         1000,
         "spec.stages[1].gspo.miniBatchPrompts",

@@ -11,6 +11,8 @@ import yaml
 
 from vlmop.operator import crdgen
 from vlmop.operator.api import KINDS, KindInfo
+from vlmop.operator.api.cascaderljob import CascadeRLJobSpec
+from vlmop.workloads.rl.rewards.environments import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +94,9 @@ def test_committed_files_parse_as_crds() -> None:
         doc = yaml.safe_load((ROOT / "crds" / f"{info.crd_name}.yaml").read_text())
         assert doc["kind"] == "CustomResourceDefinition"
         assert doc["apiVersion"] == "apiextensions.k8s.io/v1"
+
+
+def test_the_environments_admitted_are_the_ones_the_trainer_knows() -> None:
+    verifier = CascadeRLJobSpec.model_json_schema()["$defs"]["Verifier"]["properties"]["environment"]
+    (choices,) = [option["enum"] for option in verifier["anyOf"] if "enum" in option]
+    assert sorted(choices) == sorted(TASKS)
