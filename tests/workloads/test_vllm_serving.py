@@ -29,6 +29,7 @@ from vlmop.operator.api import CascadeRLJobSpec, DvDDeploymentSpec
 from vlmop.operator.builders import cascaderljob, dvddeployment
 from vlmop.operator.builders import pool as pools
 from vlmop.operator.localapi.loopback import free_port, wait_ready
+from vlmop.workloads.rl.rewards import verifiers
 from vlmop.workloads.serving.model import save_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +113,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, vllm: Any) -> Iterator[dict[
             args = [flags.get(before, a) for before, a in zip(["", *args[:-1]], args, strict=True)]
             start("wrong", [*gateway["command"][1:], *args], f"http://127.0.0.1:{wrong}/health")
             yield {"dvd": f"http://127.0.0.1:{spec.gateway.port}", "coupled": f"http://127.0.0.1:{coupled}",
-                   "wrong": f"http://127.0.0.1:{wrong}"}  # fmt: skip
+                   "wrong": f"http://127.0.0.1:{wrong}",
+                   "vllm": f"http://127.0.0.1:{spec.language.port}"}  # fmt: skip
     finally:
         for process in started:
             process.terminate()
@@ -157,6 +159,19 @@ async def test_features_of_another_width_are_refused_naming_both(stack: dict[str
     assert status == 502 and "128 wide" in text and "64 wide" in text
     status, _ = await answer(stack["dvd"], chat(SHARP))  # and the pools keep serving
     assert status == 200
+
+
+def test_the_compass_verifier_request_is_one_vllm_serves(stack: dict[str, str]) -> None:
+    """CompassVerifier's chat request as vLLM takes it: the (random) model's judgement comes back and is
+    read; an unknown model name is vLLM's 404, a VerifierError."""
+    outcome: float | str
+    try:
+        outcome = verifiers.compass_verifier(stack["vllm"], "What is 2+2?", "4", "It is 4.", "vlm", 120)
+    except verifiers.VerifierError as error:  # read as a chat completion, but with no verdict in it
+        outcome = str(error)
+    assert outcome in (0.0, 1.0) or "verdict" in str(outcome), outcome
+    with pytest.raises(verifiers.VerifierError, match="HTTP 404"):
+        verifiers.compass_verifier(stack["vllm"], "q", "4", "4", "no-such-model", 120)
 
 
 def test_every_vllm_command_line_the_operator_writes_parses(examples: dict[str, Any], vllm: Any) -> None:
