@@ -25,6 +25,26 @@ CHILD_WRITES = prometheus_client.Counter(
     "vlmop_child_writes_total", "Children created, replaced or deleted to converge an owner.", ["kind"]
 )
 
+# The autoscaler's view of each DvD pool (mode operator), per object: what it read, estimated and chose.
+_POOL = ["namespace", "name", "pool"]
+AUTOSCALER_REPLICAS = prometheus_client.Gauge(
+    "vlmop_autoscaler_replicas", "A pool's replicas: current, ready and desired (the last decision).",
+    [*_POOL, "state"],
+)  # fmt: skip
+AUTOSCALER_CAPACITY = prometheus_client.Gauge(
+    "vlmop_autoscaler_capacity_per_replica", "Requests/s one replica serves, estimated online.", _POOL
+)
+AUTOSCALER_FORECAST = prometheus_client.Gauge(
+    "vlmop_autoscaler_forecast_requests_per_second", "Arrival rate forecast one start-up delay ahead.", _POOL
+)
+AUTOSCALER_DECISIONS = prometheus_client.Counter(
+    "vlmop_autoscaler_scaling_decisions", "Scaling actions taken, by reason.", [*_POOL, "reason"]
+)
+AUTOSCALER_PROMETHEUS_UP = prometheus_client.Gauge(
+    "vlmop_autoscaler_prometheus_up", "1 when the last round's Prometheus queries answered, else 0.",
+    ["namespace", "name"],
+)  # fmt: skip
+
 
 @dataclass
 class Outcome:
