@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("vllm-dvd", "vllm-coupled", "standin", "standin-coupled")
 
 
-def image(width: int, height: int, seed: int) -> str:
+def png(width: int, height: int, seed: int) -> bytes:
     from PIL import Image
 
     generator = torch.Generator().manual_seed(seed)
@@ -62,7 +62,11 @@ def image(width: int, height: int, seed: int) -> str:
     pixels = torch.cat([half, torch.full_like(half, 128)], dim=1)
     out = io.BytesIO()
     Image.fromarray(pixels.numpy()).save(out, "PNG")
-    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    return out.getvalue()
+
+
+def image(width: int, height: int, seed: int) -> str:
+    return "data:image/png;base64," + base64.b64encode(png(width, height, seed)).decode()
 
 
 def body(url: str, max_tokens: int) -> dict[str, Any]:
@@ -148,13 +152,15 @@ def settings(name: str, args: argparse.Namespace) -> str:
     return f"threads={args.threads}"
 
 
-async def load(url: str, bodies: list[dict[str, Any]], concurrency: int) -> tuple[float, list[float]]:
-    """`concurrency` clients send `bodies` (each once) back to back; the first two warm up."""
+async def load(url: str, bodies: list[Any], concurrency: int) -> tuple[float, list[float]]:
+    """`concurrency` clients send `bodies` (JSON, or bytes as they are) back to back, each once; the
+    first two warm up."""
     latencies: list[float] = []
     queue = list(reversed(bodies[2:]))
 
-    async def post(session: aiohttp.ClientSession, request: dict[str, Any]) -> None:
-        async with session.post(url, json=request) as reply:
+    async def post(session: aiohttp.ClientSession, request: Any) -> None:
+        payload = {"data": request} if isinstance(request, bytes) else {"json": request}
+        async with session.post(url, **payload) as reply:
             await reply.read()
             if reply.status != 200:
                 raise RuntimeError(f"status {reply.status}: {await reply.text()}")

@@ -36,6 +36,7 @@ WORKERS = 16
 # A child's change (a pod's phase, a Job's condition) runs its owner this soon: events of one change
 # (a gang's pods start together) come in bursts, and one reconcile sees them all.
 WAKE_SECONDS = 0.5
+SOONER = "run-again-in"  # a memo key: the reconcile wants to run again this soon (seconds), not a resync later
 log = logging.getLogger("vlmop.operator")
 
 
@@ -72,6 +73,7 @@ class WorkQueue:
         self.order = itertools.count()
         self.resync = 10.0
         self.pending: asyncio.Event | None = None  # set when a key becomes due sooner
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def register(self, info: KindInfo) -> Callable[[Reconcile], Reconcile]:
         """Make `fn` the reconcile of `info`'s kind (its spec parsed: reconcile.typed); kopf's watch
@@ -116,6 +118,11 @@ class WorkQueue:
         else:
             self.at(key, WAKE_SECONDS)
 
+    def wake_threadsafe(self, key: Key) -> None:
+        """`wake` from another thread (e.g. a reconcile's background work finished)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.wake, key)
+
     def at(self, key: Key, delay: float) -> None:
         """Run `key` in `delay` seconds, or sooner if it is due sooner already."""
         entry = self.entries[key]
@@ -130,6 +137,7 @@ class WorkQueue:
     async def run(self, indices: Mapping[str, Any], active: Callable[[], Awaitable[bool]]) -> None:
         """Run due keys forever; `active` says whether this replica may act (peering)."""
         self.pending = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(WORKERS)
         pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="reconcile")
         loop = asyncio.get_running_loop()
@@ -160,6 +168,7 @@ class WorkQueue:
                 pool, lambda: fn(body=kopf.Body(cast(Any, body)), logger=logger, memo=entry.memo, **indices)
             )
             entry.failures = 0
+            delay = min(delay, entry.memo.pop(SOONER, delay))
             if written is not None and newer(written, entry.body):
                 entry.body = dict(written)
         except kube.Gone:  # deleted while we were away from its watch: forgotten

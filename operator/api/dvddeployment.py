@@ -73,6 +73,12 @@ class LanguagePool(Placement):
         description="vLLM --dtype of the weights and activations (auto: the checkpoint's, float32 "
         "weights served in bfloat16).",
     )
+    max_num_seqs: int = Field(
+        256,
+        ge=1,
+        description="vLLM --max-num-seqs: most requests one server runs at once (a smaller batch keeps "
+        "the time per output token down); the autoscaler's measure of how busy a server is.",
+    )
     args: list[str] = Field(default_factory=list, description="Extra vLLM arguments.")
     port: int = Field(8000, ge=1024, le=65535, description="HTTP port of the vLLM server.")
 
@@ -90,6 +96,19 @@ class Gateway(Placement):
     request_timeout_seconds: float = Field(120.0, gt=0, description="End-to-end request timeout.")
     allow_remote_images: bool = Field(False, description="Fetch http(s) image URLs (off: data URIs only).")
     port: int = Field(8080, ge=1024, le=65535, description="HTTP port of the gateway.")
+
+
+class Slo(ApiModel):
+    queue_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Longest queueing time (vision + language pool) of the percentile's requests; each "
+        "pool is held to half of it.",
+    )
+    time_to_first_token_seconds: float | None = Field(
+        None, gt=0, description="Longest time to first token at the language pool (vLLM's); none when empty."
+    )
+    percentile: int = Field(95, ge=50, le=99, description="The percentile both bounds apply to.")
 
 
 class PoolScaling(ApiModel):
@@ -129,6 +148,19 @@ class Autoscaling(ApiModel):
         "disabled", description="operator (built-in timer), keda (ScaledObject), hpa, or disabled."
     )
     prometheus_url: str | None = Field(None, description="Base URL of the Prometheus HTTP API.")
+    policy: Literal["slo", "utilization"] = Field(
+        "slo",
+        description="slo: hold the SLO below from each pool's measured capacity, forecast arrivals and "
+        "start-up delay (GPU utilisation and queue targets only while a pool exports no request counts or "
+        "no capacity is measured yet); utilization: HPA's rule on GPU utilisation (and queue targets).",
+    )
+    slo: Slo = sub(Slo, "The latency objective the slo policy holds (mode operator).")
+    target_load: float = Field(
+        0.85, gt=0, le=1, description="Share of a replica's measured capacity the SLO rule plans to use."
+    )
+    startup_seconds: int = Field(
+        120, ge=0, description="A new replica's start-up delay until measured (the forecast's horizon)."
+    )
     vision: PoolScaling = sub(PoolScaling, "Scaling signal of the vision pool.")
     language: PoolScaling = sub(PoolScaling, "Scaling signal of the language pool.")
     tolerance: float = Field(0.1, ge=0, lt=1, description="Relative deviation ignored around the target.")
@@ -160,8 +192,15 @@ class PoolStatus(ApiModel):
     replicas: int = Field(0, description="Replicas the pool's Deployment has.")
     ready_replicas: int = Field(0, description="Replicas passing readiness.")
     desired_replicas: int | None = Field(None, description="Replicas the autoscaler last chose.")
-    metric_value: float | None = Field(None, description="Utilisation the last decision used.")
+    metric_value: float | None = Field(None, description="GPU utilisation the last decision read.")
+    capacity_per_replica: float | None = Field(
+        None, description="Requests/s one replica serves, as the slo policy measured it."
+    )
+    forecast_requests_per_second: float | None = Field(
+        None, description="Arrival rate the slo policy planned for (one start-up delay ahead)."
+    )
     reason: str | None = Field(None, description="Why the last decision was taken.")
+    message: str | None = Field(None, description="What the last decision read and estimated.")
     last_scale_time: str | None = Field(None, description="When the pool was last scaled (RFC 3339).")
 
 

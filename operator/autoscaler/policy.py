@@ -1,7 +1,9 @@
 """How many replicas each DvD pool should run, as a pure function of what Prometheus says and what
 the policy remembers. Per pool:
 
-1. recommend: HPA's proportional rule on GPU utilisation, desired = ceil(ready x value / target)
+1. recommend: with an SLO (autoscaler.slo), the replicas that keep the queueing time under it, from
+   the pool's estimated capacity and forecast arrivals; without one (or before the first capacity
+   measurement), HPA's proportional rule on GPU utilisation, desired = ceil(ready x value / target)
    (the utilisation is the ready replicas'; starting ones are counted, not multiplied), nothing
    inside the tolerance band; when the pool's own queue signal is given (in-flight requests
    per replica over its target), the larger of the two, since utilisation saturates at 100% and
@@ -24,6 +26,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from vlmop.operator.autoscaler import slo
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -37,6 +41,13 @@ class Bounds:
     cooldown: float = 60.0
     stale_after: float = 120.0
     queue_target: float | None = None  # in-flight requests per replica; None: utilisation only
+    slo: float | None = None  # p95 queueing seconds to hold; None: the utilisation/queue rules
+    ttft_slo: float | None = None  # p95 time to first token to hold (the language pool)
+    target_load: float = 0.85  # share of the estimated capacity a replica is planned to carry
+    startup: float = 120.0  # seconds from ordering a replica to its first request: the forecast horizon
+    interval: float = 15.0  # seconds between rounds
+    slots: int | None = None  # requests one replica serves at once (vLLM --max-num-seqs); None: a server
+    # that batches its queue (the vision pool), whose busy fraction is its GPU utilisation
 
 
 @dataclass(frozen=True)
@@ -45,12 +56,18 @@ class Signal:
     age: float = 0.0  # seconds since the newest sample
     in_flight: float | None = None  # requests being served by the whole pool
     ready: int | None = None  # replicas serving (the utilisation is theirs); None: all of them
+    completed: float | None = None  # requests the pool finished, a counter (the SLO rule needs it)
+    waiting: float | None = None  # requests queued (vLLM's own count; None for a pool without one)
+    latency: float | None = None  # p95 queueing seconds
+    ttft: float | None = None  # p95 time to first token
+    busy_seconds: float | None = None  # seconds the pool spent computing, a counter (vlmop's servers)
 
 
 @dataclass
 class Memory:
     recommendations: list[tuple[float, int]] = field(default_factory=list)  # (time, replicas)
     last_change: float | None = None
+    estimate: slo.Estimate = field(default_factory=slo.Estimate)
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,8 @@ class Decision:
     desired: int
     reason: str
     metric: float | None
+    capacity: float | None = None  # requests/s per replica the SLO rule estimated
+    forecast: float | None = None  # requests/s it planned for
 
     @property
     def changed(self) -> bool:
@@ -122,8 +141,17 @@ def plan(
     """One evaluation of every pool in `current`; updates `memory`."""
     wanted: dict[str, int] = {}
     reasons: dict[str, str] = {}
+    needs: dict[str, slo.Need] = {}
     for pool, replicas in current.items():
-        recommendation, reasons[pool] = recommend(replicas, signals[pool], bounds[pool])
+        need = by_slo(now, replicas, signals[pool], bounds[pool], memory[pool])
+        if need is not None:
+            needs[pool] = need
+            recommendation, reasons[pool] = min(max(need.replicas, bounds[pool].min_replicas),
+                                                bounds[pool].max_replicas), need.reason  # fmt: skip
+        elif bounds[pool].slo is not None and bounds[pool].slots:
+            recommendation, reasons[pool] = measuring(replicas, signals[pool], bounds[pool])
+        else:
+            recommendation, reasons[pool] = recommend(replicas, signals[pool], bounds[pool])
         if recommendation is None:  # hold; still no less than the minimum
             wanted[pool] = max(replicas, bounds[pool].min_replicas)
             continue
@@ -135,9 +163,12 @@ def plan(
             if follow > wanted[downstream]:
                 wanted[downstream], reasons[downstream] = follow, f"Follows{upstream.capitalize()}"
         lm = signals[downstream]
-        saturated = lm.utilisation is not None and lm.utilisation > bounds[downstream].target * (
-            1 + bounds[downstream].tolerance
-        )
+        if lm.waiting is not None and bounds[downstream].slo is not None:  # requests queue at vLLM
+            saturated = lm.waiting > 0
+        else:
+            saturated = lm.utilisation is not None and lm.utilisation > bounds[downstream].target * (
+                1 + bounds[downstream].tolerance
+            )
         if wanted[upstream] > up and down >= bounds[downstream].max_replicas and saturated:
             wanted[upstream], reasons[upstream] = up, f"{downstream.capitalize()}Saturated"
     out = {}
@@ -145,6 +176,37 @@ def plan(
         desired, held = limit(now, replicas, wanted[pool], bounds[pool], memory[pool])
         if desired != replicas:
             memory[pool].last_change = now
-        metric = signals[pool].utilisation
-        out[pool] = Decision(replicas, desired, held or reasons[pool], metric)
+        metric, need = signals[pool].utilisation, needs.get(pool)
+        estimate = (need.capacity, need.forecast) if need else (None, None)
+        out[pool] = Decision(replicas, desired, held or reasons[pool], metric, *estimate)
     return out
+
+
+def measuring(current: int, signal: Signal, bounds: Bounds) -> tuple[int | None, str]:
+    """A vLLM pool under the SLO before its capacity is measured: its GPU utilisation (a duty cycle, 100%
+    with any request running) says nothing, so it holds, growing by one while requests queue."""
+    if signal.waiting is None or signal.age > bounds.stale_after:
+        return None, "MetricsMissing"
+    if signal.waiting > 0:
+        return min(current + 1, bounds.max_replicas), "QueueWhileMeasuring"
+    return None, "MeasuringCapacity"
+
+
+def by_slo(now: float, current: int, signal: Signal, bounds: Bounds, memory: Memory) -> slo.Need | None:
+    """The SLO rule's need, or None where it does not apply (no SLO, no demand signal, stale metrics,
+    capacity not measured yet)."""
+    if bounds.slo is None or signal.completed is None or signal.in_flight is None:
+        return None
+    if signal.age > bounds.stale_after:
+        return None
+    ready = current if signal.ready is None else signal.ready
+    # vLLM reads 100% busy (DCGM's duty cycle) whenever any request runs: its busy fraction is the share
+    # of its batch slots in use (Little's law then gives its capacity at a full batch).
+    busy = signal.utilisation  # DCGM's, when the pool has no count of its own busy time
+    if bounds.slots:
+        running = signal.in_flight - (signal.waiting or 0.0)
+        busy = running / (ready * bounds.slots) if ready else None
+    reading = slo.Reading(signal.completed, signal.in_flight, signal.waiting, busy, signal.latency, ready,
+                          signal.ttft, signal.busy_seconds)  # fmt: skip
+    return slo.need(now, current, reading, memory.estimate, bounds.slo, bounds.ttft_slo, bounds.target_load,
+                    bounds.startup, bounds.interval)  # fmt: skip

@@ -1,25 +1,44 @@
-"""The autoscaler's source: Prometheus' HTTP API (an instant PromQL query per signal). By default the
-DCGM exporter's DCGM_FI_DEV_GPU_UTIL (percent) averaged over the pool's pods, matched by namespace and
-pod-name prefix; `$namespace` and `$pool` (the pool's Deployment name) are filled into a query the
-spec overrides. The sample age comes from the newest DCGM sample's timestamp (a custom query relies
-on Prometheus' own staleness: a series gone for 5 minutes is missing)."""
+"""The autoscaler's source: Prometheus' HTTP API (an instant PromQL query per signal). Per pool, matched
+by namespace and pod-name prefix (`$namespace`, `$pool`: the pool's Deployment name, filled into every
+query, including one the spec overrides):
+
+- GPU utilisation: the DCGM exporter's DCGM_FI_DEV_GPU_UTIL (percent) averaged over the pool's pods, its
+  age from the newest sample's timestamp (a custom query relies on Prometheus' own staleness);
+- demand, for the SLO rule: requests completed (a counter), in flight, queued (vLLM), the percentile's
+  queueing time and (vLLM) time to first token from their histograms (rates over 1 minute), and
+  (vlmop's servers) the seconds spent computing batches (a counter).
+
+A Prometheus that does not answer raises Unreachable (the round holds the pools); a query without data
+is None (that signal is missing)."""
 
 from __future__ import annotations
 
 import json
 import math
+import urllib.error
 import urllib.parse
 import urllib.request
 
 from vlmop.operator.autoscaler.policy import Signal
 
-UTILISATION = 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="$namespace",pod=~"$pool-.*"}) / 100'
-AGE = 'time() - max(timestamp(DCGM_FI_DEV_GPU_UTIL{namespace="$namespace",pod=~"$pool-.*"}))'
-IN_FLIGHT = 'sum(vlmop_serving_in_flight{namespace="$namespace",pod=~"$pool-.*"})'
-VLLM_IN_FLIGHT = (
-    'sum(vllm:num_requests_running{namespace="$namespace",pod=~"$pool-.*"})'
-    ' + sum(vllm:num_requests_waiting{namespace="$namespace",pod=~"$pool-.*"})'
-)
+POD = 'namespace="$namespace",pod=~"$pool-.*"'
+UTILISATION = f"avg(DCGM_FI_DEV_GPU_UTIL{{{POD}}}) / 100"
+AGE = f"time() - max(timestamp(DCGM_FI_DEV_GPU_UTIL{{{POD}}}))"
+IN_FLIGHT = f"sum(vlmop_serving_in_flight{{{POD}}})"
+VLLM_IN_FLIGHT = f"sum(vllm:num_requests_running{{{POD}}}) + sum(vllm:num_requests_waiting{{{POD}}})"
+VLLM_WAITING = f"sum(vllm:num_requests_waiting{{{POD}}})"
+# Counters as totals over the pool: the policy takes their change between its rounds itself.
+COMPLETED = f'sum(vlmop_serving_requests_total{{{POD},code="200"}})'
+VLLM_COMPLETED = f"sum(vllm:request_success_total{{{POD}}})"
+BUSY_SECONDS = f"sum(vlmop_serving_busy_seconds_total{{{POD}}})"
+
+
+def quantile(histogram: str, percentile: int) -> str:
+    return f"histogram_quantile({percentile / 100}, sum by (le) (rate({histogram}_bucket{{{POD}}}[1m])))"
+
+
+class Unreachable(Exception):
+    """Prometheus did not answer (connection, timeout, HTTP error, not its API)."""
 
 
 def fill(query: str, namespace: str, pool: str) -> str:
@@ -27,14 +46,21 @@ def fill(query: str, namespace: str, pool: str) -> str:
 
 
 def query(base_url: str, promql: str, timeout: float = 5.0) -> float | None:
-    """The first value of an instant query; None when it has none, is NaN, or Prometheus fails."""
+    """The first value of an instant query; None when it has none or it is NaN."""
     url = f"{base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     if not url.startswith(("http://", "https://")):
-        return None
+        raise Unreachable(f"{base_url!r} is not an http(s) URL")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 (checked above)
             body = json.loads(reply.read(1 << 20))
         data = body["data"]
+    except urllib.error.HTTPError as error:
+        if error.code == 400:  # Prometheus answered: the query is bad (a spec's override), not the server
+            return None
+        raise Unreachable(f"{base_url}: HTTP {error.code}") from error
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise Unreachable(f"{base_url}: {error}") from error
+    try:
         if data["resultType"] == "scalar":
             value = float(data["result"][1])
         else:
@@ -42,7 +68,7 @@ def query(base_url: str, promql: str, timeout: float = 5.0) -> float | None:
             if not results:
                 return None
             value = float(results[0]["value"][1])
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    except (KeyError, IndexError, TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
 
@@ -54,10 +80,23 @@ def signal(
     utilisation_query: str | None = None,
     in_flight_query: str | None = None,
     ready: int | None = None,
+    vllm: bool = False,
+    percentile: int = 95,
 ) -> Signal:
-    value = query(base_url, fill(utilisation_query or UTILISATION, namespace, pool))
-    age = 0.0
-    if value is not None and utilisation_query is None:
-        age = query(base_url, fill(AGE, namespace, pool)) or 0.0
-    in_flight = query(base_url, fill(in_flight_query, namespace, pool)) if in_flight_query else None
-    return Signal(value, age, in_flight, ready)
+    """One pool's signals; raises Unreachable (at the first query that fails)."""
+
+    def ask(promql: str | None) -> float | None:
+        return None if promql is None else query(base_url, fill(promql, namespace, pool))
+
+    value = ask(utilisation_query or UTILISATION)
+    age = (ask(AGE) or 0.0) if value is not None and utilisation_query is None else 0.0
+    in_flight = ask(in_flight_query or (VLLM_IN_FLIGHT if vllm else IN_FLIGHT))
+    if vllm:
+        demand = (ask(VLLM_COMPLETED), ask(VLLM_WAITING), None,
+                  ask(quantile("vllm:request_queue_time_seconds", percentile)),
+                  ask(quantile("vllm:time_to_first_token_seconds", percentile)))  # fmt: skip
+    else:
+        demand = (ask(COMPLETED), None, ask(BUSY_SECONDS),
+                  ask(quantile("vlmop_serving_queue_seconds", percentile)), None)  # fmt: skip
+    completed, waiting, busy_seconds, latency, ttft = demand
+    return Signal(value, age, in_flight, ready, completed, waiting, latency, ttft, busy_seconds)

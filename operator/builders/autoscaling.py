@@ -22,6 +22,7 @@ def scaling(spec: DvDDeploymentSpec, pool: str) -> PoolScaling:
 
 def bounds(spec: DvDDeploymentSpec, pool: str) -> Bounds:
     a, p, s = spec.autoscaling, getattr(spec, pool), scaling(spec, pool)
+    vllm = pool == "language" and spec.language.engine == "vllm"
     return Bounds(
         min_replicas=p.min_replicas,
         max_replicas=p.max_replicas,
@@ -33,6 +34,12 @@ def bounds(spec: DvDDeploymentSpec, pool: str) -> Bounds:
         cooldown=a.cooldown_seconds,
         stale_after=a.metric_stale_seconds,
         queue_target=s.queue_target,
+        slo=a.slo.queue_seconds / 2 if a.policy == "slo" else None,  # each pool's share of the end-to-end
+        ttft_slo=a.slo.time_to_first_token_seconds if pool == "language" else None,
+        target_load=a.target_load,
+        startup=a.startup_seconds,
+        interval=a.interval_seconds,
+        slots=spec.language.max_num_seqs if vllm else None,
     )
 
 

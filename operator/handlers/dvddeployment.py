@@ -18,7 +18,7 @@ from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
 from vlmop.operator.builders.autoscaling import SCALED
 from vlmop.operator.reconcile import Written, write_status
-from vlmop.operator.workqueue import QUEUE, ObjectLogger
+from vlmop.operator.workqueue import QUEUE, SOONER, ObjectLogger
 
 
 @QUEUE.register(KIND)
@@ -40,7 +40,9 @@ def reconcile(
         names = {p: build.pool_name(body, p) for p in SCALED}
         current = {p: seen[p].replicas for p in SCALED if p in seen}
         ready = {p: seen[p].ready for p in SCALED if p in seen}
-        events = evaluate.run(spec, namespace, names, current, ready, status, state, time.monotonic(), now)
+        events = evaluate.run(spec, namespace, name, names, current, ready, status, state, time.monotonic(), now,
+                              wake=lambda: QUEUE.wake_threadsafe(key),
+                              sooner=lambda seconds: memo.__setitem__(SOONER, seconds))  # fmt: skip
     desired = build.children(body, spec, evaluate.desired(spec, status))
     try:
         writes = kube.converge(namespace, desired, children.get(key, []))

@@ -1,15 +1,20 @@
 """The operator's autoscaler against a REAL Prometheus (Debian's `prometheus` package, started here on
-127.0.0.1 with a generated config) scraping a small exporter that serves DCGM-named GPU gauges for
-fake pods of the two pools: a busy vision pool scales up and the language pool follows it, an idle
-one scales back down after its window, and when the metrics vanish the pools hold. Only the
-Deployments' replicas change; the DvDDeployment's spec (and generation) never does."""
+127.0.0.1 with a generated config) scraping a small exporter that serves, for fake pods of the two
+pools, DCGM-named GPU gauges and the serving metrics (vLLM's and vlmop's names, counters that grow
+with time): a busy vision pool scales up and the language pool follows it, an idle one scales back down
+after its window, and when the metrics vanish the pools hold; the SLO rule sizes the language pool from
+vLLM's counts and says why; a Prometheus that never answers holds the pools without holding up the
+work queue. Only the Deployments' replicas change; the DvDDeployment's spec (and generation) never
+does."""
 
 from __future__ import annotations
 
 import copy
 import shutil
 import subprocess
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,16 +31,23 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 class Exporter:
-    """Serves DCGM_FI_DEV_GPU_UTIL per fake pod, as the DCGM exporter does with pod labels."""
+    """Serves DCGM_FI_DEV_GPU_UTIL per fake pod, as the DCGM exporter does with pod labels, and any other
+    series (`series`: name{labels} -> value, or rate for a counter that grows from the first scrape)."""
 
     def __init__(self) -> None:
         self.utilisation: dict[str, float] = {}  # pod -> percent
+        self.series: dict[str, float] = {}
+        self.rates: dict[str, float] = {}  # counters: name{labels} -> increase per second
+        self.start = time.monotonic()
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 lines = [f'DCGM_FI_DEV_GPU_UTIL{{gpu="0",namespace="{NS}",pod="{pod}"}} {value}'
                          for pod, value in sorted(exporter.utilisation.items())]  # fmt: skip
+                elapsed = time.monotonic() - exporter.start
+                lines += [f"{name} {value}" for name, value in exporter.series.items()]
+                lines += [f"{name} {rate * elapsed}" for name, rate in exporter.rates.items()]
                 body = ("\n".join(lines) + "\n").encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -91,7 +103,7 @@ def test_pools_follow_gpu_utilisation_from_prometheus(
     doc = copy.deepcopy(examples["dvddeployment"])
     doc["metadata"]["name"] = "scaled"
     doc["spec"]["autoscaling"] = {
-        "mode": "operator", "prometheusUrl": url, "intervalSeconds": 1, "tolerance": 0.1,
+        "mode": "operator", "policy": "utilization", "prometheusUrl": url, "intervalSeconds": 1, "tolerance": 0.1,
         "scaleUpStabilizationSeconds": 0, "scaleDownStabilizationSeconds": 4, "maxStep": 2,
         "cooldownSeconds": 0, "metricStaleSeconds": 30,
         "vision": {"targetUtilization": 0.5}, "language": {"targetUtilization": 0.5},
@@ -125,3 +137,115 @@ def test_pools_follow_gpu_utilisation_from_prometheus(
     assert held["vision"]["desiredReplicas"] == 1 and replicas(apps, "scaled-vision") == 1
     obj = cluster.get(DVDDEPLOYMENT, "scaled")
     assert obj["metadata"]["generation"] == 1 and obj["spec"]["vision"]["minReplicas"] == 1  # spec untouched
+
+
+def set_ready(apps: AppsV1Api, name: str) -> int:
+    """Every replica of the Deployment ready (as the Deployment controller would say); its replicas."""
+    count = replicas(apps, name)
+    if count:
+        status = {"replicas": count, "readyReplicas": count, "updatedReplicas": count, "availableReplicas": count}
+        apps.patch_namespaced_deployment_status(name, NS, {"status": status})
+    return count
+
+
+def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
+    cluster: LocalCluster, examples: dict[str, Any], prometheus: tuple[str, Exporter]
+) -> None:
+    url, exporter = prometheus
+    apps = AppsV1Api(cluster.client)
+    doc = copy.deepcopy(examples["dvddeployment"])
+    doc["metadata"]["name"] = "slo"
+    doc["spec"]["language"] |= {"maxNumSeqs": 32, "maxReplicas": 8}
+    doc["spec"]["autoscaling"] = {
+        "mode": "operator", "prometheusUrl": url, "intervalSeconds": 1, "cooldownSeconds": 0,
+        "scaleDownStabilizationSeconds": 30, "slo": {"queueSeconds": 2},
+    }  # fmt: skip
+    lm, vision = f'namespace="{NS}",pod="slo-language-5c4b-a"', f'namespace="{NS}",pod="slo-vision-7d9f-a"'
+    # vLLM: all 32 slots of the one replica busy and 40 requests queued behind them, 12 finished per
+    # second: a saturated round, so 12 req/s is one replica's capacity; at the 0.85 target load the
+    # 12 req/s coming in need 2 replicas. The vision server: 12 req/s at a busy fraction of 0.25.
+    exporter.utilisation = {"slo-vision-7d9f-a": 25.0, "slo-language-5c4b-a": 100.0}
+    exporter.series = {f"vllm:num_requests_running{{{lm}}}": 32, f"vllm:num_requests_waiting{{{lm}}}": 40,
+                       f"vlmop_serving_in_flight{{{vision},component=\"vision\"}}": 1}  # fmt: skip
+    exporter.rates = {f"vllm:request_success_total{{{lm}}}": 12.0,
+                      f'vlmop_serving_requests_total{{{vision},component="vision",code="200"}}': 12.0,
+                      f'vlmop_serving_busy_seconds_total{{{vision},component="vision"}}': 0.25}  # fmt: skip
+    cluster.apply(doc)
+
+    def sized() -> bool:
+        row = cluster.get(DVDDEPLOYMENT, "slo").get("status", {}).get("language", {})
+        return set_ready(apps, "slo-language") >= 2 and row.get("reason", "").startswith("Slo")
+
+    try:
+        cluster.wait(sized, 60, "the SLO rule to size the language pool")
+    except TimeoutError:
+        print("DEBUG", cluster.get(DVDDEPLOYMENT, "slo")["status"])
+        raise
+    row = cluster.get(DVDDEPLOYMENT, "slo")["status"]["language"]
+    print("DEBUG", row)
+    assert row["capacityPerReplica"] == pytest.approx(12.0, rel=0.2)
+    assert row["forecastRequestsPerSecond"] == pytest.approx(12.0, rel=0.3)
+    assert "forecast" in row["message"] and "queued 40.00" in row["message"]
+    assert replicas(apps, "slo-language") <= 3  # the measured capacity, not a blind doubling
+    status = cluster.get(DVDDEPLOYMENT, "slo")["status"]
+    vision_row = status["vision"]
+    assert vision_row["capacityPerReplica"] == pytest.approx(48.0, rel=0.3)  # 12 / 0.25 busy
+    assert replicas(apps, "slo-vision") == 1
+    (available,) = [c for c in status["conditions"] if c["type"] == "MetricsAvailable"]
+    assert available["status"] == "True"
+    exporter.series, exporter.rates, exporter.utilisation = {}, {}, {}
+
+
+class Silent:
+    """A TCP port that accepts connections and never answers (a Prometheus that hangs)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+
+
+def test_a_prometheus_that_never_answers_holds_the_pools_and_not_the_queue(
+    cluster: LocalCluster, examples: dict[str, Any], prometheus: tuple[str, Exporter]
+) -> None:
+    url, exporter = prometheus
+    apps = AppsV1Api(cluster.client)
+    doc = copy.deepcopy(examples["dvddeployment"])
+    doc["metadata"]["name"] = "held"
+    doc["spec"]["autoscaling"] = {
+        "mode": "operator", "policy": "utilization", "prometheusUrl": url, "intervalSeconds": 1, "cooldownSeconds": 0,
+        "scaleDownStabilizationSeconds": 2, "vision": {"targetUtilization": 0.5},
+    }  # fmt: skip
+    exporter.utilisation = {"held-vision-7d9f-a": 100.0, "held-language-5c4b-a": 50.0}
+    cluster.apply(doc)
+    cluster.wait(lambda: replicas(apps, "held-vision") >= 2, 30, "the vision pool to scale up")
+    silent = Silent()
+    doc["spec"]["autoscaling"]["prometheusUrl"] = silent.url
+    exporter.utilisation = {"held-vision-7d9f-a": 0.0, "held-language-5c4b-a": 0.0}  # idle, were it read
+    cluster.apply(doc)
+    size = replicas(apps, "held-vision")
+
+    def condition() -> dict[str, Any]:
+        conditions = cluster.get(DVDDEPLOYMENT, "held")["status"].get("conditions", [])
+        return next((c for c in conditions if c["type"] == "MetricsAvailable"), {})
+
+    cluster.wait(lambda: condition().get("reason") == "PrometheusUnreachable", 30, "the condition to say why")
+    assert condition()["status"] == "False" and silent.url in condition()["message"]
+    # While every query waits out its 5 s timeout, the work queue goes on: a new object's pools appear
+    # at once, and a gateway replica count changed in the spec reaches the Deployment.
+    started = time.monotonic()
+    other = copy.deepcopy(examples["dvddeployment"])
+    other["metadata"]["name"] = "other"
+    other["spec"]["autoscaling"] = {"mode": "disabled"}
+    cluster.apply(other)
+    cluster.wait(lambda: replicas(apps, "other-gateway") > 0, 10, "another object's pools")
+    doc["spec"]["gateway"]["replicas"] = 3
+    cluster.apply(doc)
+    cluster.wait(lambda: replicas(apps, "held-gateway") == 3, 10, "the spec change to reach the gateway")
+    assert time.monotonic() - started < 5
+    time.sleep(3)  # longer than the 2 s scale-down window: an idle pool would have shrunk
+    assert replicas(apps, "held-vision") == size >= 2
+    assert cluster.get(DVDDEPLOYMENT, "held")["status"]["vision"]["reason"] == "PrometheusUnreachable"
+    silent.socket.close()
+    exporter.utilisation = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,9 @@ def test_default_install_is_cluster_wide_with_exactly_the_rules_the_code_needs(
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
     crds = ["CustomResourceDefinition"] * 3
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", *crds, "Deployment", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", *crds, "Deployment", "Service", "ServiceAccount"
+    ]  # fmt: skip
     (role,) = by_kind(docs, "ClusterRole")
     granted = rules_of(role)
     assert not any("*" in part for rule in granted for part in rule), "no wildcards"
@@ -169,8 +172,27 @@ def test_service_monitor_and_metrics_service() -> None:
     (monitor,) = by_kind(docs, "ServiceMonitor")
     (service,) = by_kind(docs, "Service")
     assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"]  # the autoscaler's `namespace` label survives
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service["spec"]["ports"][0]["port"] == 9090
+
+
+def test_grafana_dashboard_for_the_sidecar() -> None:
+    (config_map,) = by_kind(render(), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(config_map["data"]["vlmop.json"])
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert panels and all(p["targets"] and all(t["expr"] for t in p["targets"]) for p in panels)
+    datasources = [p["datasource"] for p in panels] + [t["datasource"] for p in panels for t in p["targets"]]
+    assert all(d == {"type": "prometheus", "uid": "${datasource}"} for d in datasources)
+    assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "namespace"}
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+
+    values = {"dashboards": {"label": "dashboard", "labelValue": "vlmop", "namespace": "monitoring"}}
+    (moved,) = by_kind(render(values), "ConfigMap")
+    assert moved["metadata"]["labels"]["dashboard"] == "vlmop"
+    assert moved["metadata"]["namespace"] == "monitoring"
+    assert not by_kind(render({"dashboards": {"enabled": False}}), "ConfigMap")
 
 
 @pytest.mark.parametrize(

@@ -281,6 +281,8 @@ class GSPOTrainer(Trainer):
             "response_length": length_sum / samples,
             "staleness": stale_sum / samples,
         }
+        if self.reward_metrics:
+            self.reward_metrics.clip_fraction.set(self.parts["clip_fraction"])
         lap("update")
         self._publish(self.step + 1)  # run() counts this step next; these weights sample the next one
         lap("publish")
@@ -343,7 +345,7 @@ class GSPOTrainer(Trainer):
 
 
 class RewardMetrics:
-    """Rank 0's reward counters for Prometheus, summed over every rank."""
+    """Rank 0's RL metrics for Prometheus: reward counters summed over every rank, the clip fraction."""
 
     def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
         self.samples = prometheus_client.Counter(
@@ -352,6 +354,10 @@ class RewardMetrics:
         )  # fmt: skip
         self.full = prometheus_client.Counter(
             "vlmop_reward_full_score_samples", "Scored samples that got 1.0, per verifier.", ["verifier"],
+            registry=registry,
+        )  # fmt: skip
+        self.clip_fraction = prometheus_client.Gauge(
+            "vlmop_rl_clip_fraction", "Share of clipped ratios in the last step (mean over ranks).",
             registry=registry,
         )  # fmt: skip
 

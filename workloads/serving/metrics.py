@@ -25,6 +25,15 @@ _BATCH = prometheus_client.Histogram(
     ["component"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+# What the autoscaler reads of a batching server: how long requests wait for a batch, and how much of
+# the time the encoder computes (its busy fraction, the share of its capacity in use).
+_QUEUE = prometheus_client.Histogram(
+    "vlmop_serving_queue_seconds",
+    "Time requests wait before their batch starts.",
+    ["component"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
+_BUSY = prometheus_client.Counter("vlmop_serving_busy_seconds", "Seconds spent computing batches.", ["component"])
 _GPU = prometheus_client.Gauge("vlmop_serving_gpu_utilization", "GPU utilisation (NVML), 0-1.", ["gpu"])
 
 
@@ -35,6 +44,8 @@ class Metrics:
         self.in_flight = _IN_FLIGHT.labels(component)
         self.tokens = _TOKENS.labels(component)
         self.batch_tiles = _BATCH.labels(component)
+        self.queue = _QUEUE.labels(component)
+        self.busy = _BUSY.labels(component)
 
     def count(self, code: int | str) -> None:
         _REQUESTS.labels(self.component, str(code)).inc()

@@ -74,7 +74,8 @@ class VisionService:
         self.device = torch.device(device or default_device())
         self.parts = VisionParts(directory, settings.vir).to(self.device, dtype)
         self.settings = settings
-        self.queue: asyncio.Queue[tuple[torch.Tensor, torch.Tensor, asyncio.Future[Features]]] | None = None
+        # (tiles, rates, the caller's future, when it was queued)
+        self.queue: asyncio.Queue[tuple[torch.Tensor, torch.Tensor, asyncio.Future[Features], float]] | None = None
         self.metrics = Metrics("vision")
         self._batcher: asyncio.Task[None] | None = None
 
@@ -85,7 +86,7 @@ class VisionService:
             self.queue = asyncio.Queue()
             self._batcher = asyncio.create_task(self._batches())
         done: asyncio.Future[Features] = asyncio.get_running_loop().create_future()
-        await self.queue.put((pixels, rates, done))
+        await self.queue.put((pixels, rates, done, time.perf_counter()))
         return await done
 
     def _prepare(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,25 +106,30 @@ class VisionService:
         while True:
             batch = [await self.queue.get()]
             deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
-            while sum(t.shape[0] for t, _, _ in batch) < self.settings.batch_size:
+            while sum(t.shape[0] for t, _, _, _ in batch) < self.settings.batch_size:
                 try:
                     batch.append(
                         await asyncio.wait_for(self.queue.get(), max(deadline - time.monotonic(), 0))
                     )
                 except TimeoutError:
                     break
-            pixels = torch.cat([t for t, _, _ in batch])
-            rates = torch.cat([r for _, r, _ in batch])
+            pixels = torch.cat([t for t, _, _, _ in batch])
+            rates = torch.cat([r for _, r, _, _ in batch])
+            started = time.perf_counter()
+            for *_, queued in batch:
+                self.metrics.queue.observe(started - queued)
             try:
                 tokens, counts = await asyncio.to_thread(self._encode, pixels, rates)
             except Exception as error:  # one failed batch fails its requests, never the batcher
-                for _, _, done in batch:
+                for _, _, done, _ in batch:
                     if not done.done():
                         done.set_exception(error)
                 continue
+            finally:
+                self.metrics.busy.inc(time.perf_counter() - started)
             self.metrics.batch_tiles.observe(pixels.shape[0])
             start = 0
-            for tiles, _, done in batch:
+            for tiles, _, done, _ in batch:
                 n = tiles.shape[0]
                 mine, tile_tokens = counts[start : start + n], counts[start : start + n].tolist()
                 first = int(counts[:start].sum())

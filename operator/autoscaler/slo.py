@@ -1,0 +1,175 @@
+"""The SLO rule: how many replicas a pool needs to keep its queueing time under the SLO, from what the
+pool itself says (requests completed, queued and in flight, its p95 queueing time), not from a tuned
+per-trace constant. Per round:
+
+1. completions from the change of the pool's completed-requests counter since the last round, arrivals
+   = completions + the growth of the in-flight count (what came in, served or not);
+2. capacity per replica, estimated online: a round where requests queued behind every replica is a
+   measurement (completions / ready: the pool served all it could); a busy fraction gives one at any
+   load (completions / ready / busy): the vision server's seconds spent computing, or the share of
+   vLLM's batch slots in use (Little's law). An exponential average keeps it; a request mix that gets
+   heavier saturates the pool and so re-measures it;
+3. forecast: Holt's linear trend over the arrival rates, one start-up delay ahead (a replica ordered now
+   serves only then; the delay is timed from each scale-up to its replicas' readiness), never below the
+   rate now;
+4. need = forecast / (capacity x target load) + the queue drained within a start-up delay (the soonest
+   new replicas help), times a correction that grows while the observed p95 queueing time (or time to
+   first token) is over the SLO with every replica serving, and relaxes while it is well under.
+
+GPU utilisation is only the fallback while no capacity has been measured yet (policy.recommend)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SMOOTH, TREND = 0.5, 0.3  # Holt's level and trend weights per round
+LEARN = 0.3  # weight of a new capacity measurement
+SATURATED = 1.0  # queued requests per ready replica that make a round a capacity measurement
+BUSY_ENOUGH = 0.05  # busy fraction under which completions / busy is too noisy to learn from
+ENOUGH_REQUESTS = 10  # completions in a round under which it teaches nothing about capacity
+
+
+@dataclass
+class Estimate:
+    """What the SLO rule remembers of one pool."""
+
+    capacity: float | None = None  # requests/s one replica serves
+    level: float | None = None  # Holt's smoothed arrival rate
+    trend: float = 0.0  # its change per second
+    last: Reading | None = None  # the previous round's reading
+    last_time: float = 0.0
+    correction: float = 1.0  # >1 while the SLO was missed lately
+    startup: float | None = None  # measured seconds from a scale-up to its replicas being ready
+    ordered: tuple[float, int] | None = None  # (when, how many) of the scale-up being timed
+    replicas: int | None = None  # the pool's replicas at the previous round
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One round's view of a pool. Counters are the pool's totals (Prometheus' sum over its pods): the
+    rule takes their change since its previous round itself, so a new pod's counter counts in full
+    from its first round (a 1-minute rate() under-counts a series younger than a minute)."""
+
+    completed: float  # requests finished (counter)
+    in_flight: float
+    waiting: float | None  # queued, not yet served; None: the pool does not say (vision)
+    busy: float | None  # busy fraction of the ready replicas from a gauge (vLLM's batch slots, DCGM)
+    latency: float | None  # p95 queueing time
+    ready: int
+    ttft: float | None = None  # p95 time to first token (vLLM)
+    busy_seconds: float | None = None  # seconds spent computing (counter; vlmop's servers)
+
+
+@dataclass(frozen=True)
+class Rates:
+    completions: float  # requests/s since the previous round
+    arrivals: float  # completions + the growth of the in-flight count
+    busy: float | None  # busy fraction of the ready replicas
+
+
+@dataclass(frozen=True)
+class Need:
+    replicas: int
+    reason: str
+    capacity: float
+    forecast: float
+
+
+def rates(now: float, reading: Reading, estimate: Estimate) -> Rates | None:
+    """The rates since the previous round; None on the first round or when a counter went back (a pod
+    gone with its count): the next round has a new base."""
+    last, elapsed = estimate.last, now - estimate.last_time
+    estimate.last, estimate.last_time = reading, now
+    if last is None or elapsed <= 0 or reading.completed < last.completed:
+        return None
+    completions = (reading.completed - last.completed) / elapsed
+    arrived = max(completions + (reading.in_flight - last.in_flight) / elapsed, 0.0)
+    busy = reading.busy
+    if reading.busy_seconds is not None and last.busy_seconds is not None and reading.ready > 0:
+        spent = reading.busy_seconds - last.busy_seconds
+        busy = spent / elapsed / reading.ready if spent >= 0 else None
+    return Rates(completions, arrived, busy)
+
+
+def learn_capacity(reading: Reading, rate: Rates, interval: float, estimate: Estimate) -> None:
+    if reading.ready <= 0 or rate.completions * interval < ENOUGH_REQUESTS:
+        return
+    per_replica = rate.completions / reading.ready
+    sample = None
+    if reading.waiting is not None and reading.waiting >= SATURATED * reading.ready:
+        sample = per_replica  # a queue behind every replica: served as fast as it can
+    elif rate.busy is not None and rate.busy >= BUSY_ENOUGH:
+        sample = per_replica / min(rate.busy, 1.0)
+    if sample is not None:
+        old = estimate.capacity
+        estimate.capacity = sample if old is None else (1 - LEARN) * old + LEARN * sample
+
+
+def forecast(now: float, rate: float, horizon: float, interval: float, estimate: Estimate) -> float:
+    if estimate.level is None:
+        estimate.level = rate
+    else:
+        level = SMOOTH * rate + (1 - SMOOTH) * (estimate.level + estimate.trend * interval)
+        estimate.trend = TREND * (level - estimate.level) / interval + (1 - TREND) * estimate.trend
+        estimate.level = level
+    return max(rate, estimate.level + estimate.trend * horizon)
+
+
+def time_startup(now: float, current: int, ready: int, estimate: Estimate) -> None:
+    """Times scale-ups: from the round that saw more replicas to the one that saw them all ready."""
+    if estimate.replicas is not None and current > estimate.replicas and estimate.ordered is None:
+        estimate.ordered = (now, current)
+    if estimate.ordered is not None:
+        if current < estimate.ordered[1]:
+            estimate.ordered = None  # scaled down before they came up: no measurement
+        elif ready >= estimate.ordered[1]:
+            sample = now - estimate.ordered[0]
+            old = estimate.startup
+            estimate.startup = sample if old is None else (1 - LEARN) * old + LEARN * sample
+            estimate.ordered = None
+    estimate.replicas = current
+
+
+def correct(reading: Reading, slo: float, ttft_slo: float | None, starting: bool, estimate: Estimate) -> None:
+    ratios = [reading.latency / slo] if reading.latency is not None else []
+    if reading.ttft is not None and ttft_slo:
+        ratios.append(reading.ttft / ttft_slo)
+    if not ratios:
+        return
+    if max(ratios) > 1 and not starting:  # while replicas start, the fix is already on its way
+        estimate.correction = min(estimate.correction * 1.25, 3.0)
+    elif max(ratios) < 0.5:
+        estimate.correction = max(estimate.correction * 0.95, 1.0)
+
+
+def need(
+    now: float,
+    current: int,
+    reading: Reading,
+    estimate: Estimate,
+    slo: float,
+    ttft_slo: float | None,
+    target_load: float,
+    startup: float,
+    interval: float,
+) -> Need | None:
+    """Replicas the pool needs, or None while its capacity is not known yet. `startup` is the start-up
+    delay to assume until one is measured."""
+    time_startup(now, current, reading.ready, estimate)
+    rate = rates(now, reading, estimate)
+    if rate is None:
+        return None
+    learn_capacity(reading, rate, interval, estimate)
+    startup = estimate.startup if estimate.startup is not None else startup
+    ahead = forecast(now, rate.arrivals, startup, interval, estimate)
+    correct(reading, slo, ttft_slo, reading.ready < current, estimate)
+    if not estimate.capacity:
+        return None
+    per_replica = estimate.capacity * target_load
+    queued = reading.waiting if reading.waiting is not None else 0.0
+    base = ahead / per_replica * estimate.correction
+    drain = queued / (estimate.capacity * max(startup, slo))  # replicas ordered now drain it once up
+    replicas = math.ceil(base + drain - 1e-9)
+    reason = "SloLatency" if estimate.correction > 1.0 else ("SloQueue" if drain >= 1 else "SloForecast")
+    return Need(replicas, reason, estimate.capacity, ahead)
