@@ -186,12 +186,12 @@ class Observed:
     """One pool's signals at a round, as Prometheus would have them."""
 
     utilisation: float
-    completed: int  # requests finished so far (a counter)
+    completions: float  # requests/s finished over the last interval
     in_flight: float
     waiting: float
     latency: float | None
     ready: int
-    busy_seconds: float | None  # replica-seconds spent computing so far (the vision server's counter)
+    busy: float | None  # the vision server's own busy fraction (its busy-seconds rate)
 
 
 def observe(pool: Pool, tick: int, running: int) -> Observed:
@@ -202,10 +202,10 @@ def observe(pool: Pool, tick: int, running: int) -> Observed:
         utilisation = min(1.0, running / ready) if ready else 1.0
     recent = sorted(d for t in range(tick - 60, tick + 1) for d in pool.delays.get(t, ()))
     latency = recent[min(len(recent) - 1, int(0.95 * len(recent)))] if recent else None
-    completed = sum(pool.done[: tick + 1])
+    completions = sum(pool.done[tick - INTERVAL + 1 : tick + 1]) / INTERVAL
     waiting = len(pool.queue)
-    busy_seconds = pool.served if isinstance(pool, VisionPool) else None
-    return Observed(utilisation, completed, waiting + running, waiting, latency, ready, busy_seconds)
+    busy = utilisation if pool.name == "vision" else None
+    return Observed(utilisation, completions, waiting + running, waiting, latency, ready, busy)
 
 
 Decide = Callable[[int, dict[str, int], dict[str, Observed]], dict[str, int]]
@@ -241,8 +241,8 @@ def vlmop() -> Decide:
     memory = {name: Memory() for name in POOLS}
 
     def decide(tick: int, current: dict[str, int], seen: dict[str, Observed]) -> dict[str, int]:
-        signals = {n: Signal(s.utilisation, 0.0, s.in_flight, s.ready, s.completed,
-                             s.waiting if n == "language" else None, s.latency, busy_seconds=s.busy_seconds)
+        signals = {n: Signal(s.utilisation, 0.0, s.in_flight, s.ready, s.completions,
+                             s.waiting if n == "language" else None, s.latency, busy=s.busy)
                    for n, s in seen.items()}  # fmt: skip
         return {n: d.desired for n, d in plan(float(tick), current, signals, bounds, memory).items()}
 

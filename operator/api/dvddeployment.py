@@ -158,6 +158,9 @@ class Autoscaling(ApiModel):
     target_load: float = Field(
         0.85, gt=0, le=1, description="Share of a replica's measured capacity the SLO rule plans to use."
     )
+    rate_window_seconds: int = Field(
+        60, ge=2, description="Window of the request and busy-time rates (at least 4 scrape intervals)."
+    )
     startup_seconds: int = Field(
         120, ge=0, description="A new replica's start-up delay until measured (the forecast's horizon)."
     )

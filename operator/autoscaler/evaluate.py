@@ -61,7 +61,7 @@ def sample(
                 url, namespace, deployment, autoscaling.scaling(spec, pool).query,
                 autoscaling.in_flight_query(spec, pool), ready.get(pool),
                 vllm=pool == "language" and spec.language.engine == "vllm",
-                percentile=spec.autoscaling.slo.percentile,
+                percentile=spec.autoscaling.slo.percentile, window=spec.autoscaling.rate_window_seconds,
             )  # fmt: skip
     except prometheus.Unreachable as error:
         return Sample({}, str(error))
@@ -147,7 +147,7 @@ def explain(decision: policy.Decision, signal: policy.Signal) -> str:
     parts = [decision.reason]
     if decision.forecast is not None and decision.capacity is not None:
         parts.append(f"forecast {decision.forecast:.2f} req/s at {decision.capacity:.2f} req/s per replica")
-    seen = {"in flight": signal.in_flight, "queued": signal.waiting,
+    seen = {"completed": signal.completions, "in flight": signal.in_flight, "queued": signal.waiting,
             "queue s": signal.latency, "TTFT s": signal.ttft, "utilisation": signal.utilisation}  # fmt: skip
     parts += [f"{key} {value:.2f}" for key, value in seen.items() if value is not None]
     return "; ".join(parts)

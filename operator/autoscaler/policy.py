@@ -56,11 +56,11 @@ class Signal:
     age: float = 0.0  # seconds since the newest sample
     in_flight: float | None = None  # requests being served by the whole pool
     ready: int | None = None  # replicas serving (the utilisation is theirs); None: all of them
-    completed: float | None = None  # requests the pool finished, a counter (the SLO rule needs it)
+    completions: float | None = None  # requests/s the pool finished (the SLO rule needs it)
     waiting: float | None = None  # requests queued (vLLM's own count; None for a pool without one)
     latency: float | None = None  # p95 queueing seconds
     ttft: float | None = None  # p95 time to first token
-    busy_seconds: float | None = None  # seconds the pool spent computing, a counter (vlmop's servers)
+    busy: float | None = None  # the servers' own busy fraction (vlmop's busy seconds); None: DCGM's
 
 
 @dataclass
@@ -195,18 +195,18 @@ def measuring(current: int, signal: Signal, bounds: Bounds) -> tuple[int | None,
 def by_slo(now: float, current: int, signal: Signal, bounds: Bounds, memory: Memory) -> slo.Need | None:
     """The SLO rule's need, or None where it does not apply (no SLO, no demand signal, stale metrics,
     capacity not measured yet)."""
-    if bounds.slo is None or signal.completed is None or signal.in_flight is None:
+    if bounds.slo is None or signal.completions is None or signal.in_flight is None:
         return None
     if signal.age > bounds.stale_after:
         return None
     ready = current if signal.ready is None else signal.ready
     # vLLM reads 100% busy (DCGM's duty cycle) whenever any request runs: its busy fraction is the share
     # of its batch slots in use (Little's law then gives its capacity at a full batch).
-    busy = signal.utilisation  # DCGM's, when the pool has no count of its own busy time
+    busy = signal.busy if signal.busy is not None else signal.utilisation
     if bounds.slots:
         running = signal.in_flight - (signal.waiting or 0.0)
         busy = running / (ready * bounds.slots) if ready else None
-    reading = slo.Reading(signal.completed, signal.in_flight, signal.waiting, busy, signal.latency, ready,
-                          signal.ttft, signal.busy_seconds)  # fmt: skip
+    reading = slo.Reading(signal.completions, signal.in_flight, signal.waiting, busy, signal.latency, ready,
+                          signal.ttft)  # fmt: skip
     return slo.need(now, current, reading, memory.estimate, bounds.slo, bounds.ttft_slo, bounds.target_load,
                     bounds.startup, bounds.interval)  # fmt: skip

@@ -4,9 +4,9 @@ query, including one the spec overrides):
 
 - GPU utilisation: the DCGM exporter's DCGM_FI_DEV_GPU_UTIL (percent) averaged over the pool's pods, its
   age from the newest sample's timestamp (a custom query relies on Prometheus' own staleness);
-- demand, for the SLO rule: requests completed (a counter), in flight, queued (vLLM), the percentile's
-  queueing time and (vLLM) time to first token from their histograms (rates over 1 minute), and
-  (vlmop's servers) the seconds spent computing batches (a counter).
+- demand, for the SLO rule: requests completed per second, in flight, queued (vLLM), the percentile's
+  queueing time and (vLLM) time to first token from their histograms, and (vlmop's servers) the busy
+  fraction from the seconds spent computing batches.
 
 A Prometheus that does not answer raises Unreachable (the round holds the pools); a query without data
 is None (that signal is missing)."""
@@ -27,22 +27,23 @@ AGE = f"time() - max(timestamp(DCGM_FI_DEV_GPU_UTIL{{{POD}}}))"
 IN_FLIGHT = f"sum(vlmop_serving_in_flight{{{POD}}})"
 VLLM_IN_FLIGHT = f"sum(vllm:num_requests_running{{{POD}}}) + sum(vllm:num_requests_waiting{{{POD}}})"
 VLLM_WAITING = f"sum(vllm:num_requests_waiting{{{POD}}})"
-# Counters as totals over the pool: the policy takes their change between its rounds itself.
-COMPLETED = f'sum(vlmop_serving_requests_total{{{POD},code="200"}})'
-VLLM_COMPLETED = f"sum(vllm:request_success_total{{{POD}}})"
-BUSY_SECONDS = f"sum(vlmop_serving_busy_seconds_total{{{POD}}})"
+# Rates over the spec's window ($window): at least four scrape intervals, and a series younger than it
+# (a new pod's) counts only partly (rate() divides by the window), which errs towards more replicas.
+COMPLETIONS = f'sum(rate(vlmop_serving_requests_total{{{POD},code="200"}}[$window]))'
+VLLM_COMPLETIONS = f"sum(rate(vllm:request_success_total{{{POD}}}[$window]))"
+BUSY = f"avg(rate(vlmop_serving_busy_seconds_total{{{POD}}}[$window]))"
 
 
 def quantile(histogram: str, percentile: int) -> str:
-    return f"histogram_quantile({percentile / 100}, sum by (le) (rate({histogram}_bucket{{{POD}}}[1m])))"
+    return f"histogram_quantile({percentile / 100}, sum by (le) (rate({histogram}_bucket{{{POD}}}[$window])))"
 
 
 class Unreachable(Exception):
     """Prometheus did not answer (connection, timeout, HTTP error, not its API)."""
 
 
-def fill(query: str, namespace: str, pool: str) -> str:
-    return query.replace("$namespace", namespace).replace("$pool", pool)
+def fill(query: str, namespace: str, pool: str, window: int = 60) -> str:
+    return query.replace("$namespace", namespace).replace("$pool", pool).replace("$window", f"{window}s")
 
 
 def query(base_url: str, promql: str, timeout: float = 5.0) -> float | None:
@@ -82,21 +83,22 @@ def signal(
     ready: int | None = None,
     vllm: bool = False,
     percentile: int = 95,
+    window: int = 60,
 ) -> Signal:
     """One pool's signals; raises Unreachable (at the first query that fails)."""
 
     def ask(promql: str | None) -> float | None:
-        return None if promql is None else query(base_url, fill(promql, namespace, pool))
+        return None if promql is None else query(base_url, fill(promql, namespace, pool, window))
 
     value = ask(utilisation_query or UTILISATION)
     age = (ask(AGE) or 0.0) if value is not None and utilisation_query is None else 0.0
     in_flight = ask(in_flight_query or (VLLM_IN_FLIGHT if vllm else IN_FLIGHT))
     if vllm:
-        demand = (ask(VLLM_COMPLETED), ask(VLLM_WAITING), None,
+        demand = (ask(VLLM_COMPLETIONS), ask(VLLM_WAITING), None,
                   ask(quantile("vllm:request_queue_time_seconds", percentile)),
                   ask(quantile("vllm:time_to_first_token_seconds", percentile)))  # fmt: skip
     else:
-        demand = (ask(COMPLETED), None, ask(BUSY_SECONDS),
+        demand = (ask(COMPLETIONS), None, ask(BUSY),
                   ask(quantile("vlmop_serving_queue_seconds", percentile)), None)  # fmt: skip
-    completed, waiting, busy_seconds, latency, ttft = demand
-    return Signal(value, age, in_flight, ready, completed, waiting, latency, ttft, busy_seconds)
+    completions, waiting, busy, latency, ttft = demand
+    return Signal(value, age, in_flight, ready, completions, waiting, latency, ttft, busy)

@@ -2,8 +2,7 @@
 pool itself says (requests completed, queued and in flight, its p95 queueing time), not from a tuned
 per-trace constant. Per round:
 
-1. completions from the change of the pool's completed-requests counter since the last round, arrivals
-   = completions + the growth of the in-flight count (what came in, served or not);
+1. arrivals = completions + the growth of the in-flight count (what came in, served or not);
 2. capacity per replica, estimated online: a round where requests queued behind every replica is a
    measurement (completions / ready: the pool served all it could); a busy fraction gives one at any
    load (completions / ready / busy): the vision server's seconds spent computing, or the share of
@@ -47,25 +46,15 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Reading:
-    """One round's view of a pool. Counters are the pool's totals (Prometheus' sum over its pods): the
-    rule takes their change since its previous round itself, so a new pod's counter counts in full
-    from its first round (a 1-minute rate() under-counts a series younger than a minute)."""
+    """One round's view of a pool (rates are Prometheus' over its rate window)."""
 
-    completed: float  # requests finished (counter)
+    completions: float  # requests/s finished
     in_flight: float
     waiting: float | None  # queued, not yet served; None: the pool does not say (vision)
-    busy: float | None  # busy fraction of the ready replicas from a gauge (vLLM's batch slots, DCGM)
+    busy: float | None  # busy fraction of the ready replicas (the server's busy seconds, vLLM's slots, DCGM)
     latency: float | None  # p95 queueing time
     ready: int
     ttft: float | None = None  # p95 time to first token (vLLM)
-    busy_seconds: float | None = None  # seconds spent computing (counter; vlmop's servers)
-
-
-@dataclass(frozen=True)
-class Rates:
-    completions: float  # requests/s since the previous round
-    arrivals: float  # completions + the growth of the in-flight count
-    busy: float | None  # busy fraction of the ready replicas
 
 
 @dataclass(frozen=True)
@@ -76,44 +65,39 @@ class Need:
     forecast: float
 
 
-def rates(now: float, reading: Reading, estimate: Estimate) -> Rates | None:
-    """The rates since the previous round; None on the first round or when a counter went back (a pod
-    gone with its count): the next round has a new base."""
-    last, elapsed = estimate.last, now - estimate.last_time
+def arrivals(now: float, reading: Reading, estimate: Estimate) -> float:
+    """Completions plus the growth of the in-flight count since the previous round."""
+    rate, last = reading.completions, estimate.last
+    if last is not None and now > estimate.last_time:
+        rate += (reading.in_flight - last.in_flight) / (now - estimate.last_time)
     estimate.last, estimate.last_time = reading, now
-    if last is None or elapsed <= 0 or reading.completed < last.completed:
-        return None
-    completions = (reading.completed - last.completed) / elapsed
-    arrived = max(completions + (reading.in_flight - last.in_flight) / elapsed, 0.0)
-    busy = reading.busy
-    if reading.busy_seconds is not None and last.busy_seconds is not None and reading.ready > 0:
-        spent = reading.busy_seconds - last.busy_seconds
-        busy = spent / elapsed / reading.ready if spent >= 0 else None
-    return Rates(completions, arrived, busy)
+    return max(rate, 0.0)
 
 
-def learn_capacity(reading: Reading, rate: Rates, interval: float, estimate: Estimate) -> None:
-    if reading.ready <= 0 or rate.completions * interval < ENOUGH_REQUESTS:
+def learn_capacity(reading: Reading, interval: float, estimate: Estimate) -> None:
+    if reading.ready <= 0 or reading.completions * interval < ENOUGH_REQUESTS:
         return
-    per_replica = rate.completions / reading.ready
+    per_replica = reading.completions / reading.ready
     sample = None
     if reading.waiting is not None and reading.waiting >= SATURATED * reading.ready:
         sample = per_replica  # a queue behind every replica: served as fast as it can
-    elif rate.busy is not None and rate.busy >= BUSY_ENOUGH:
-        sample = per_replica / min(rate.busy, 1.0)
+    elif reading.busy is not None and reading.busy >= BUSY_ENOUGH:
+        sample = per_replica / min(reading.busy, 1.0)
     if sample is not None:
         old = estimate.capacity
         estimate.capacity = sample if old is None else (1 - LEARN) * old + LEARN * sample
 
 
-def forecast(now: float, rate: float, horizon: float, interval: float, estimate: Estimate) -> float:
-    if estimate.level is None:
-        estimate.level = rate
+def forecast(rate: float, horizon: float, elapsed: float, estimate: Estimate) -> float:
+    """Holt's level and trend, the trend followed for `horizon` seconds but never past twice the rate:
+    a ramp seen over a few rounds is not a promise for minutes."""
+    if estimate.level is None or elapsed <= 0:
+        estimate.level = rate if estimate.level is None else estimate.level
     else:
-        level = SMOOTH * rate + (1 - SMOOTH) * (estimate.level + estimate.trend * interval)
-        estimate.trend = TREND * (level - estimate.level) / interval + (1 - TREND) * estimate.trend
+        level = SMOOTH * rate + (1 - SMOOTH) * (estimate.level + estimate.trend * elapsed)
+        estimate.trend = TREND * (level - estimate.level) / elapsed + (1 - TREND) * estimate.trend
         estimate.level = level
-    return max(rate, estimate.level + estimate.trend * horizon)
+    return min(max(rate, estimate.level + estimate.trend * horizon), 2 * max(rate, estimate.level))
 
 
 def time_startup(now: float, current: int, ready: int, estimate: Estimate) -> None:
@@ -157,12 +141,11 @@ def need(
     """Replicas the pool needs, or None while its capacity is not known yet. `startup` is the start-up
     delay to assume until one is measured."""
     time_startup(now, current, reading.ready, estimate)
-    rate = rates(now, reading, estimate)
-    if rate is None:
-        return None
-    learn_capacity(reading, rate, interval, estimate)
+    elapsed = now - estimate.last_time if estimate.last is not None else 0.0
+    rate = arrivals(now, reading, estimate)
+    learn_capacity(reading, interval, estimate)
     startup = estimate.startup if estimate.startup is not None else startup
-    ahead = forecast(now, rate.arrivals, startup, interval, estimate)
+    ahead = forecast(rate, startup, elapsed, estimate)
     correct(reading, slo, ttft_slo, reading.ready < current, estimate)
     if not estimate.capacity:
         return None

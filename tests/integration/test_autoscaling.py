@@ -158,42 +158,59 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
     doc["spec"]["language"] |= {"maxNumSeqs": 32, "maxReplicas": 8}
     doc["spec"]["autoscaling"] = {
         "mode": "operator", "prometheusUrl": url, "intervalSeconds": 1, "cooldownSeconds": 0,
-        "scaleDownStabilizationSeconds": 30, "slo": {"queueSeconds": 2},
+        "scaleDownStabilizationSeconds": 2, "slo": {"queueSeconds": 2, "timeToFirstTokenSeconds": 5},
+        "rateWindowSeconds": 4,  # 4 scrapes: the series are only seconds old
     }  # fmt: skip
     lm, vision = f'namespace="{NS}",pod="slo-language-5c4b-a"', f'namespace="{NS}",pod="slo-vision-7d9f-a"'
-    # vLLM: all 32 slots of the one replica busy and 40 requests queued behind them, 12 finished per
-    # second: a saturated round, so 12 req/s is one replica's capacity; at the 0.85 target load the
-    # 12 req/s coming in need 2 replicas. The vision server: 12 req/s at a busy fraction of 0.25.
-    exporter.utilisation = {"slo-vision-7d9f-a": 25.0, "slo-language-5c4b-a": 100.0}
-    exporter.series = {f"vllm:num_requests_running{{{lm}}}": 32, f"vllm:num_requests_waiting{{{lm}}}": 40,
-                       f"vlmop_serving_in_flight{{{vision},component=\"vision\"}}": 1}  # fmt: skip
+    # vLLM: 12 requests/s finish with 16 of the replica's 32 slots in use and none queued: Little's law
+    # makes a full replica worth 24/s, so 12/s at the 0.85 target load needs the one. The vision
+    # server: 12 req/s at a busy fraction of 0.25 (its busy-seconds counter), 48/s per replica.
+    exporter.utilisation = {"slo-vision-7d9f-a": 25.0, "slo-language-5c4b-a": 100.0}  # DCGM: vLLM "busy"
+    exporter.series = {f"vllm:num_requests_running{{{lm}}}": 16, f"vllm:num_requests_waiting{{{lm}}}": 0,
+                       f'vlmop_serving_in_flight{{{vision},component="vision"}}': 1}  # fmt: skip
     exporter.rates = {f"vllm:request_success_total{{{lm}}}": 12.0,
                       f'vlmop_serving_requests_total{{{vision},component="vision",code="200"}}': 12.0,
                       f'vlmop_serving_busy_seconds_total{{{vision},component="vision"}}': 0.25}  # fmt: skip
     cluster.apply(doc)
 
-    def sized() -> bool:
-        row = cluster.get(DVDDEPLOYMENT, "slo").get("status", {}).get("language", {})
-        return set_ready(apps, "slo-language") >= 2 and row.get("reason", "").startswith("Slo")
+    def row(pool: str) -> dict[str, Any]:
+        for deployment in ("slo-vision", "slo-language"):
+            set_ready(apps, deployment)
+        found: dict[str, Any] = cluster.get(DVDDEPLOYMENT, "slo").get("status", {}).get(pool, {})
+        return found
 
-    try:
-        cluster.wait(sized, 60, "the SLO rule to size the language pool")
-    except TimeoutError:
-        print("DEBUG", cluster.get(DVDDEPLOYMENT, "slo")["status"])
-        raise
-    row = cluster.get(DVDDEPLOYMENT, "slo")["status"]["language"]
-    print("DEBUG", row)
-    assert row["capacityPerReplica"] == pytest.approx(12.0, rel=0.2)
-    assert row["forecastRequestsPerSecond"] == pytest.approx(12.0, rel=0.3)
-    assert "forecast" in row["message"] and "queued 40.00" in row["message"]
-    assert replicas(apps, "slo-language") <= 3  # the measured capacity, not a blind doubling
-    status = cluster.get(DVDDEPLOYMENT, "slo")["status"]
-    vision_row = status["vision"]
-    assert vision_row["capacityPerReplica"] == pytest.approx(48.0, rel=0.3)  # 12 / 0.25 busy
-    assert replicas(apps, "slo-vision") == 1
-    (available,) = [c for c in status["conditions"] if c["type"] == "MetricsAvailable"]
+    def settled() -> bool:  # the first rounds' rates (and so the forecast's trend) are still rising
+        language = row("language")
+        return language.get("reason") == "SloForecast" and replicas(apps, "slo-language") == 1 and abs(
+            language.get("forecastRequestsPerSecond", 0) - 12) < 2 and replicas(apps, "slo-vision") == 1
+
+    cluster.wait(settled, 30, "the SLO rule to measure and settle")
+    language, vision_row = row("language"), row("vision")
+    assert language["capacityPerReplica"] == pytest.approx(24.0, rel=0.2), language
+    assert language["forecastRequestsPerSecond"] == pytest.approx(12.0, rel=0.2), language
+    assert "forecast" in language["message"] and "in flight 16.00" in language["message"], language
+    assert vision_row["capacityPerReplica"] == pytest.approx(48.0, rel=0.2), vision_row
+    assert replicas(apps, "slo-language") == 1 == replicas(apps, "slo-vision")  # 100% "busy" GPU or not
+
+    # Overload: every slot taken and 60 requests queued. The jump in flight is demand the forecast sees,
+    # and a queue behind the replica makes its 12/s a measurement of its capacity: the pool grows.
+    exporter.series |= {f"vllm:num_requests_running{{{lm}}}": 32, f"vllm:num_requests_waiting{{{lm}}}": 60}
+    cluster.wait(lambda: replicas(apps, "slo-language") >= 2, 30, "the language pool to grow")
+    language = row("language")
+    assert language["reason"].startswith("Slo") and "queued 60.00" in language["message"], language
+    assert language["capacityPerReplica"] < 24
+    events = cluster.core.list_namespaced_event(NS).items
+    assert any(e.reason == "Scaled" and e.involved_object.name == "slo" and "forecast" in e.message
+               for e in events)  # fmt: skip
+    (available,) = [c for c in cluster.get(DVDDEPLOYMENT, "slo")["status"]["conditions"]
+                    if c["type"] == "MetricsAvailable"]  # fmt: skip
     assert available["status"] == "True"
     exporter.series, exporter.rates, exporter.utilisation = {}, {}, {}
+
+
+def patch(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
+    body = {"spec": spec}
+    cluster.custom.patch_namespaced_custom_object("vlmop.io", "v1alpha1", NS, DVDDEPLOYMENT.plural, name, body)
 
 
 class Silent:
@@ -221,9 +238,8 @@ def test_a_prometheus_that_never_answers_holds_the_pools_and_not_the_queue(
     cluster.apply(doc)
     cluster.wait(lambda: replicas(apps, "held-vision") >= 2, 30, "the vision pool to scale up")
     silent = Silent()
-    doc["spec"]["autoscaling"]["prometheusUrl"] = silent.url
     exporter.utilisation = {"held-vision-7d9f-a": 0.0, "held-language-5c4b-a": 0.0}  # idle, were it read
-    cluster.apply(doc)
+    patch(cluster, "held", {"autoscaling": {"prometheusUrl": silent.url}})
     size = replicas(apps, "held-vision")
 
     def condition() -> dict[str, Any]:
@@ -240,8 +256,7 @@ def test_a_prometheus_that_never_answers_holds_the_pools_and_not_the_queue(
     other["spec"]["autoscaling"] = {"mode": "disabled"}
     cluster.apply(other)
     cluster.wait(lambda: replicas(apps, "other-gateway") > 0, 10, "another object's pools")
-    doc["spec"]["gateway"]["replicas"] = 3
-    cluster.apply(doc)
+    patch(cluster, "held", {"gateway": {"replicas": 3}})
     cluster.wait(lambda: replicas(apps, "held-gateway") == 3, 10, "the spec change to reach the gateway")
     assert time.monotonic() - started < 5
     time.sleep(3)  # longer than the 2 s scale-down window: an idle pool would have shrunk
