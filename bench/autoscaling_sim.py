@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import math
 import sys
-from collections.abc import Callable
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -106,7 +107,9 @@ class Pool:
             self.starting = sorted(self.starting)[: max(0, len(self.starting) - (self.replicas - desired))]
         self.replicas = desired
 
-    def start(self, tick: int, r: Request, at: float, begin: float, own: float) -> tuple[Request, float, float]:
+    def start(
+        self, tick: int, r: Request, at: float, begin: float, own: float
+    ) -> tuple[Request, float, float]:
         finish = begin + own
         self.running[min(int(begin), self.length - 1)] += 1
         self.running[min(int(finish), self.length - 1)] -= 1
@@ -234,7 +237,8 @@ def vlmop() -> Decide:
     spec = DvDDeploymentSpec.model_validate({
         "model": "m", "vision": {"image": "v", "maxReplicas": MAX_REPLICAS}, "gateway": {"image": "g"},
         "language": {"image": "l", "maxReplicas": MAX_REPLICAS, "maxNumSeqs": SLOTS},
-        "autoscaling": {"mode": "operator", "prometheusUrl": "http://prometheus:9090", "intervalSeconds": INTERVAL},
+        "autoscaling": {"mode": "operator", "prometheusUrl": "http://prometheus:9090",
+                        "intervalSeconds": INTERVAL},
     })  # fmt: skip
     assert spec.autoscaling.slo.queue_seconds == SLO
     bounds = {name: autoscaling.bounds(spec, name) for name in POOLS}
@@ -261,7 +265,9 @@ def simulate(requests: list[Request], model: Model, decide: Decide, ahead: bool 
     end = int(max(r.at for r in requests)) + 1
     length = end + 1200
     pools: dict[str, VisionPool | LanguagePool] = {
-        "vision": VisionPool("vision", length), "language": LanguagePool("language", length, model.slots)}
+        "vision": VisionPool("vision", length),
+        "language": LanguagePool("language", length, model.slots),
+    }
     arrivals: dict[str, dict[int, list[Request]]] = {"vision": {}, "language": {}}
     for r in requests:
         arrivals["vision"].setdefault(int(r.at), []).append(r)
@@ -309,7 +315,9 @@ def simulate(requests: list[Request], model: Model, decide: Decide, ahead: bool 
             "over": late_per_tick, "misses": misses}  # fmt: skip
 
 
-def hindsight(requests: list[Request], model: Model, load: float = 0.95, rounds: int = 20) -> tuple[dict, float]:
+def hindsight(
+    requests: list[Request], model: Model, load: float = 0.95, rounds: int = 20
+) -> tuple[dict, float]:
     """The schedule that knows the trace: per interval, the vision replicas its work needs at `load` and
     the language replicas whose slots hold every request in service at once (no request waits), raised
     by one wherever a replay still has a request over the SLO (that pool, that interval) until at most
@@ -336,12 +344,14 @@ def hindsight(requests: list[Request], model: Model, load: float = 0.95, rounds:
             schedule[pool][min(slot, slots - 1)] += 1
     gpu = 0.0
     for name in POOLS:
-        for k in range(1, max(schedule[name]) + 1):  # the k-th replica: on for its slots, bridged or restarted
+        for k in range(
+            1, max(schedule[name]) + 1
+        ):  # the k-th replica: on for its slots, bridged or restarted
             on = [i for i, n in enumerate(schedule[name]) if n >= k and WARMUP <= i * INTERVAL < end]
             if not on:
                 continue
             gpu += len(on) * INTERVAL + (STARTUP[name] if k > 1 else 0)
-            for a, b in zip(on, on[1:], strict=False):
+            for a, b in itertools.pairwise(on):
                 gap = (b - a - 1) * INTERVAL
                 gpu += min(gap, STARTUP[name]) if gap else 0
     return replay, gpu / 3600

@@ -13,7 +13,13 @@ from typing import Any
 from vlmop.operator import status as st
 from vlmop.operator.lifecycle import stamp
 
-OWNED_CONDITIONS = ("Ready", "Progressing", "Degraded", "Failed", "MetricsAvailable")  # the last: the autoscaler's
+OWNED_CONDITIONS = (
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "Failed",
+    "MetricsAvailable",
+)  # the last: the autoscaler's
 
 
 @dataclass(frozen=True)

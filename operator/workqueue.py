@@ -36,7 +36,9 @@ WORKERS = 16
 # A child's change (a pod's phase, a Job's condition) runs its owner this soon: events of one change
 # (a gang's pods start together) come in bursts, and one reconcile sees them all.
 WAKE_SECONDS = 0.5
-SOONER = "run-again-in"  # a memo key: the reconcile wants to run again this soon (seconds), not a resync later
+SOONER = (
+    "run-again-in"  # a memo key: the reconcile wants to run again this soon (seconds), not a resync later
+)
 log = logging.getLogger("vlmop.operator")
 
 

@@ -167,4 +167,6 @@ def export(namespace: str, name: str, pool: str, decision: policy.Decision, read
 
 def set_condition(status: dict[str, Any], update: dict[str, Any], now: datetime.datetime) -> None:
     previous = status.get("conditions", [])
-    status["conditions"] = st.merge_conditions(previous, [update], status.get("observedGeneration"), stamp(now))
+    status["conditions"] = st.merge_conditions(
+        previous, [update], status.get("observedGeneration"), stamp(now)
+    )

@@ -144,6 +144,7 @@ def plan(
     needs: dict[str, slo.Need] = {}
     for pool, replicas in current.items():
         need = by_slo(now, replicas, signals[pool], bounds[pool], memory[pool])
+        recommendation: int | None
         if need is not None:
             needs[pool] = need
             recommendation, reasons[pool] = min(max(need.replicas, bounds[pool].min_replicas),

@@ -94,11 +94,10 @@ def signal(
     age = (ask(AGE) or 0.0) if value is not None and utilisation_query is None else 0.0
     in_flight = ask(in_flight_query or (VLLM_IN_FLIGHT if vllm else IN_FLIGHT))
     if vllm:
-        demand = (ask(VLLM_COMPLETIONS), ask(VLLM_WAITING), None,
-                  ask(quantile("vllm:request_queue_time_seconds", percentile)),
-                  ask(quantile("vllm:time_to_first_token_seconds", percentile)))  # fmt: skip
+        completions, waiting, busy = ask(VLLM_COMPLETIONS), ask(VLLM_WAITING), None
+        latency = ask(quantile("vllm:request_queue_time_seconds", percentile))
+        ttft = ask(quantile("vllm:time_to_first_token_seconds", percentile))
     else:
-        demand = (ask(COMPLETIONS), None, ask(BUSY),
-                  ask(quantile("vlmop_serving_queue_seconds", percentile)), None)  # fmt: skip
-    completions, waiting, busy, latency, ttft = demand
+        completions, waiting, busy = ask(COMPLETIONS), None, ask(BUSY)
+        latency, ttft = ask(quantile("vlmop_serving_queue_seconds", percentile)), None
     return Signal(value, age, in_flight, ready, completions, waiting, latency, ttft, busy)

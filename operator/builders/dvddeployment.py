@@ -81,7 +81,11 @@ def language_pool(
     if lm.engine == "vllm":
         command = ["vllm", "serve", spec.model]
         args = pools.vllm_args(SERVED_NAME, lm.port, lm.tensor_parallel, lm.max_model_len, lm.dtype)
-        args += ["--max-num-seqs", str(lm.max_num_seqs), "--enable-mm-embeds"]  # the vision pool's features, as image_embeds parts
+        args += [
+            "--max-num-seqs",
+            str(lm.max_num_seqs),
+            "--enable-mm-embeds",
+        ]  # the vision pool's features, as image_embeds parts
         startup = pools.first_completion(lm.port, SERVED_NAME)
     else:
         command = ["python", "-m", "vlmop.workloads.serving.language"]

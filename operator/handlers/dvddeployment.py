@@ -40,9 +40,10 @@ def reconcile(
         names = {p: build.pool_name(body, p) for p in SCALED}
         current = {p: seen[p].replicas for p in SCALED if p in seen}
         ready = {p: seen[p].ready for p in SCALED if p in seen}
-        events = evaluate.run(spec, namespace, name, names, current, ready, status, state, time.monotonic(), now,
-                              wake=lambda: QUEUE.wake_threadsafe(key),
-                              sooner=lambda seconds: memo.__setitem__(SOONER, seconds))  # fmt: skip
+        events = evaluate.run(
+            spec, namespace, name, names, current, ready, status, state, time.monotonic(), now,
+            wake=lambda: QUEUE.wake_threadsafe(key), sooner=lambda seconds: memo.__setitem__(SOONER, seconds),
+        )  # fmt: skip
     desired = build.children(body, spec, evaluate.desired(spec, status))
     try:
         writes = kube.converge(namespace, desired, children.get(key, []))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import shutil
-import subprocess
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -103,7 +103,8 @@ def test_pools_follow_gpu_utilisation_from_prometheus(
     doc = copy.deepcopy(examples["dvddeployment"])
     doc["metadata"]["name"] = "scaled"
     doc["spec"]["autoscaling"] = {
-        "mode": "operator", "policy": "utilization", "prometheusUrl": url, "intervalSeconds": 1, "tolerance": 0.1,
+        "mode": "operator", "policy": "utilization", "prometheusUrl": url, "intervalSeconds": 1,
+        "tolerance": 0.1,
         "scaleUpStabilizationSeconds": 0, "scaleDownStabilizationSeconds": 4, "maxStep": 2,
         "cooldownSeconds": 0, "metricStaleSeconds": 30,
         "vision": {"targetUtilization": 0.5}, "language": {"targetUtilization": 0.5},
@@ -143,7 +144,12 @@ def set_ready(apps: AppsV1Api, name: str) -> int:
     """Every replica of the Deployment ready (as the Deployment controller would say); its replicas."""
     count = replicas(apps, name)
     if count:
-        status = {"replicas": count, "readyReplicas": count, "updatedReplicas": count, "availableReplicas": count}
+        status = {
+            "replicas": count,
+            "readyReplicas": count,
+            "updatedReplicas": count,
+            "availableReplicas": count,
+        }
         apps.patch_namespaced_deployment_status(name, NS, {"status": status})
     return count
 
@@ -181,8 +187,12 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
 
     def settled() -> bool:  # the first rounds' rates (and so the forecast's trend) are still rising
         language = row("language")
-        return language.get("reason") == "SloForecast" and replicas(apps, "slo-language") == 1 and abs(
-            language.get("forecastRequestsPerSecond", 0) - 12) < 2 and replicas(apps, "slo-vision") == 1
+        return (
+            language.get("reason") == "SloForecast"
+            and replicas(apps, "slo-language") == 1
+            and abs(language.get("forecastRequestsPerSecond", 0) - 12) < 2
+            and replicas(apps, "slo-vision") == 1
+        )
 
     cluster.wait(settled, 30, "the SLO rule to measure and settle")
     language, vision_row = row("language"), row("vision")
@@ -210,7 +220,9 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
 
 def patch(cluster: LocalCluster, name: str, spec: dict[str, Any]) -> None:
     body = {"spec": spec}
-    cluster.custom.patch_namespaced_custom_object("vlmop.io", "v1alpha1", NS, DVDDEPLOYMENT.plural, name, body)
+    cluster.custom.patch_namespaced_custom_object(
+        "vlmop.io", "v1alpha1", NS, DVDDEPLOYMENT.plural, name, body
+    )
 
 
 class Silent:
@@ -231,7 +243,8 @@ def test_a_prometheus_that_never_answers_holds_the_pools_and_not_the_queue(
     doc = copy.deepcopy(examples["dvddeployment"])
     doc["metadata"]["name"] = "held"
     doc["spec"]["autoscaling"] = {
-        "mode": "operator", "policy": "utilization", "prometheusUrl": url, "intervalSeconds": 1, "cooldownSeconds": 0,
+        "mode": "operator", "policy": "utilization", "prometheusUrl": url, "intervalSeconds": 1,
+        "cooldownSeconds": 0,
         "scaleDownStabilizationSeconds": 2, "vision": {"targetUtilization": 0.5},
     }  # fmt: skip
     exporter.utilisation = {"held-vision-7d9f-a": 100.0, "held-language-5c4b-a": 50.0}

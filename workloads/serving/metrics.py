@@ -33,7 +33,9 @@ _QUEUE = prometheus_client.Histogram(
     ["component"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
-_BUSY = prometheus_client.Counter("vlmop_serving_busy_seconds", "Seconds spent computing batches.", ["component"])
+_BUSY = prometheus_client.Counter(
+    "vlmop_serving_busy_seconds", "Seconds spent computing batches.", ["component"]
+)
 _GPU = prometheus_client.Gauge("vlmop_serving_gpu_utilization", "GPU utilisation (NVML), 0-1.", ["gpu"])
 
 

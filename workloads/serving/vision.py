@@ -75,7 +75,9 @@ class VisionService:
         self.parts = VisionParts(directory, settings.vir).to(self.device, dtype)
         self.settings = settings
         # (tiles, rates, the caller's future, when it was queued)
-        self.queue: asyncio.Queue[tuple[torch.Tensor, torch.Tensor, asyncio.Future[Features], float]] | None = None
+        self.queue: (
+            asyncio.Queue[tuple[torch.Tensor, torch.Tensor, asyncio.Future[Features], float]] | None
+        ) = None
         self.metrics = Metrics("vision")
         self._batcher: asyncio.Task[None] | None = None
 
