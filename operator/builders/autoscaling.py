@@ -65,40 +65,68 @@ def behavior(spec: DvDDeploymentSpec) -> dict[str, Any]:
     }
 
 
+def signals(spec: DvDDeploymentSpec, pool: str) -> list[tuple[str, str, float]]:
+    """What KEDA and an HPA scale a pool on, as (PromQL summed over the pool, prometheus-adapter's Pods
+    metric name, per-replica target): the signals the operator's policy reads. Under the slo policy, the
+    vision server's busy seconds per second at the target load and the DCGM utilisation beside it; vLLM's
+    requests in flight at its batch slots x the target load, without DCGM (a duty cycle: 100% busy
+    whenever a request runs, so as a maximum it would always ask for more)."""
+    a, s = spec.autoscaling, scaling(spec, pool)
+    utilisation = (s.query or f"sum(DCGM_FI_DEV_GPU_UTIL{{{prometheus.POD}}}) / 100", "DCGM_FI_DEV_GPU_UTIL",
+                   s.target_utilization)  # fmt: skip
+    vllm = pool == "language" and spec.language.engine == "vllm"
+    out = []
+    if a.policy == "slo" and vllm:
+        slots = spec.language.max_num_seqs * a.target_load
+        out.append((prometheus.VLLM_IN_FLIGHT, "vllm_num_requests_running", slots))
+    elif a.policy == "slo":
+        busy = f"sum(rate(vlmop_serving_busy_seconds_total{{{prometheus.POD}}}[{a.rate_window_seconds}s]))"
+        out += [(busy, "vlmop_serving_busy_seconds", a.target_load), utilisation]
+    else:
+        out.append(utilisation)
+    query = in_flight_query(spec, pool)
+    if query and s.queue_target:
+        out.append((query, "vlmop_serving_in_flight", s.queue_target))
+    return out
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity (milli-units: HPA targets below 1)."""
+    return f"{round(value * 1000)}m"
+
+
 def scaler(owner: Mapping[str, Any], spec: DvDDeploymentSpec, pool: str, deployment: str) -> Manifest | None:
-    """The KEDA ScaledObject or HPA of a pool, in those modes; None otherwise."""
-    mode, p, s = spec.autoscaling.mode, getattr(spec, pool), scaling(spec, pool)
+    """The KEDA ScaledObject or HPA of a pool, in those modes (the same signals as the operator's
+    policy, each against its per-replica target; both take the largest count any asks for); None
+    otherwise."""
+    mode, p = spec.autoscaling.mode, getattr(spec, pool)
     namespace = str(owner["metadata"]["namespace"])
     if mode == "keda":
-        # KEDA divides the query's value by the threshold: the SUM of utilisation over the pods.
-        total = s.query or 'sum(DCGM_FI_DEV_GPU_UTIL{namespace="$namespace",pod=~"$pool-.*"}) / 100'
-        trigger = {"type": "prometheus", "metadata": {
+        # KEDA divides each query's value (a sum over the pods) by its threshold.
+        triggers = [{"type": "prometheus", "metadata": {
             "serverAddress": str(spec.autoscaling.prometheus_url),
-            "query": prometheus.fill(total, namespace, deployment),
-            "threshold": str(s.target_utilization)}}  # fmt: skip
+            "query": prometheus.fill(query, namespace, deployment),
+            "threshold": str(round(target, 3))}} for query, _, target in signals(spec, pool)]  # fmt: skip
         body: dict[str, Any] = {
             "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": deployment},
             "spec": {"scaleTargetRef": {"name": deployment}, "minReplicaCount": p.min_replicas,
                      "maxReplicaCount": p.max_replicas, "pollingInterval": spec.autoscaling.interval_seconds,
                      "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(spec)}},
-                     "triggers": [trigger]},
+                     "triggers": triggers},
         }  # fmt: skip
     elif mode == "hpa":
-        # DCGM's percent as a Pods metric: what prometheus-adapter serves from the exporter's series.
-        average = str(round(100 * s.target_utilization))
-        metric = {
-            "type": "Pods",
-            "pods": {
-                "metric": {"name": "DCGM_FI_DEV_GPU_UTIL"},
-                "target": {"type": "AverageValue", "averageValue": average},
-            },
-        }
+        # Pods metrics as prometheus-adapter serves them (DCGM's in percent; the counters as rates).
+        metrics = [{"type": "Pods", "pods": {
+            "metric": {"name": name},
+            "target": {"type": "AverageValue",
+                       "averageValue": str(round(100 * target)) if name == "DCGM_FI_DEV_GPU_UTIL"
+                       else quantity(target)}}} for _, name, target in signals(spec, pool)]  # fmt: skip
         target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}
         body = {
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": deployment},
             "spec": {"scaleTargetRef": target, "minReplicas": max(p.min_replicas, 1),
-                     "maxReplicas": p.max_replicas, "metrics": [metric], "behavior": behavior(spec)},
+                     "maxReplicas": p.max_replicas, "metrics": metrics, "behavior": behavior(spec)},
         }  # fmt: skip
     else:
         return None

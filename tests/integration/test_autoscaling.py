@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException, AppsV1Api
 
-from vlmop.operator.api import DVDDEPLOYMENT
+from vlmop.operator.api import DVDDEPLOYMENT, DvDDeploymentSpec
+from vlmop.operator.autoscaler import prometheus as prometheus_api
+from vlmop.operator.builders import autoscaling
 from vlmop.operator.localapi.cluster import LocalCluster
 from vlmop.operator.localapi.loopback import free_port, wait_ready
 
@@ -201,6 +203,15 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
     assert "forecast" in language["message"] and "in flight 16.00" in language["message"], language
     assert vision_row["capacityPerReplica"] == pytest.approx(48.0, rel=0.2), vision_row
     assert replicas(apps, "slo-language") == 1 == replicas(apps, "slo-vision")  # 100% "busy" GPU or not
+    # KEDA's triggers (mode keda) are the same signals; Prometheus answers each with what the policy read.
+    spec = DvDDeploymentSpec.model_validate(doc["spec"])
+    answers = {
+        pool: [prometheus_api.query(url, prometheus_api.fill(query, NS, f"slo-{pool}"))
+               for query, _, _ in autoscaling.signals(spec, pool)]
+        for pool in ("vision", "language")
+    }  # fmt: skip
+    assert answers["vision"] == [pytest.approx(0.25, rel=0.1), pytest.approx(0.25)]  # busy s/s, DCGM
+    assert answers["language"] == [16.0]  # in flight, against 32 slots x 0.85
 
     # Overload: every slot taken and 60 requests queued. The jump in flight is demand the forecast sees,
     # and a queue behind the replica makes its 12/s a measurement of its capacity: the pool grows.

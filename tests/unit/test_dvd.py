@@ -8,6 +8,7 @@ import datetime
 import itertools
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from vlmop.operator import availability
@@ -124,12 +125,18 @@ def test_keda_and_hpa_modes_leave_the_replicas_to_them(examples: dict[str, Any])
     scaled = keda["ScaledObject/tiny-dvd-vision"]
     assert "replicas" not in keda["Deployment/tiny-dvd-vision"]["spec"]  # KEDA's HPA owns the count
     assert keda["Deployment/tiny-dvd-gateway"]["spec"]["replicas"] == 2  # the gateway is not scaled
-    trigger = scaled["spec"]["triggers"][0]
-    assert (
-        trigger["metadata"]["query"]
-        == 'sum(DCGM_FI_DEV_GPU_UTIL{namespace="serve",pod=~"tiny-dvd-vision-.*"}) / 100'
+    # The signals the operator's slo policy reads: the vision server's busy seconds per second at the
+    # 0.85 target load, with DCGM's utilisation beside it; vLLM's requests in flight at 256 slots x 0.85.
+    busy, utilisation = (t["metadata"] for t in scaled["spec"]["triggers"])
+    pods = 'namespace="serve",pod=~"tiny-dvd-vision-.*"'
+    assert (busy["query"], busy["threshold"]) == (
+        f"sum(rate(vlmop_serving_busy_seconds_total{{{pods}}}[60s]))",
+        "0.85",
     )
-    assert (trigger["metadata"]["threshold"], scaled["spec"]["maxReplicaCount"]) == ("0.7", 4)
+    assert utilisation["query"] == f"sum(DCGM_FI_DEV_GPU_UTIL{{{pods}}}) / 100"
+    assert (utilisation["threshold"], scaled["spec"]["maxReplicaCount"]) == ("0.7", 4)
+    (in_flight,) = (t["metadata"] for t in keda["ScaledObject/tiny-dvd-language"]["spec"]["triggers"])
+    assert "vllm:num_requests_running" in in_flight["query"] and in_flight["threshold"] == "217.6"
     down = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
     assert down["stabilizationWindowSeconds"] == 120 and down["policies"][0]["value"] == 2
 
@@ -141,7 +148,14 @@ def test_keda_and_hpa_modes_leave_the_replicas_to_them(examples: dict[str, Any])
         "kind": "Deployment",
         "name": "tiny-dvd-language",
     }
-    assert hpa["spec"]["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "70"}
+    ((running),) = hpa["spec"]["metrics"]
+    assert running["pods"]["metric"]["name"] == "vllm_num_requests_running"
+    assert running["pods"]["target"] == {"type": "AverageValue", "averageValue": "217600m"}
+    legacy = children(examples["dvddeployment"], autoscaling={**auto, "mode": "hpa", "policy": "utilization"})
+    (gpu,) = legacy["HorizontalPodAutoscaler/tiny-dvd-language"]["spec"]["metrics"]
+    assert gpu["pods"]["target"] == {"type": "AverageValue", "averageValue": "70"}
+    for made in (hpa, legacy["HorizontalPodAutoscaler/tiny-dvd-vision"]):  # Kubernetes' own schema says so
+        kubernetes_validate.validate(made, "1.37", strict=True)
 
     operator = children(examples["dvddeployment"])  # mode operator: replicas from its choice in status
     assert operator["Deployment/tiny-dvd-vision"]["spec"]["replicas"] == 1
