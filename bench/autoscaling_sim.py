@@ -1,35 +1,38 @@
 """Replays request traces against a DvDDeployment's two pools and compares, in the same run:
 
-  hpa-gpu     Kubernetes' HPA on GPU utilisation (autoscaling mode hpa, the default signal): desired =
+  hpa-gpu     Kubernetes' HPA on GPU utilisation (mode hpa with the utilization policy): desired =
               ceil(current x util / 0.7), 10% tolerance, 300 s scale-down stabilisation, at most
               max(4, 100%) more per 15 s
   keda-queue  KEDA/HPA on queue depth (the vLLM production stack's and KServe's practice): the language
               pool on sum(vllm:num_requests_waiting) at 5 per replica, the vision pool on its in-flight
               requests at 5 per replica, with the same HPA behaviour
-  vlmop       the operator's policy (vlmop.operator.autoscaler, the code it runs) holding the SLO with
-              the API's defaults
-  hindsight   a bound: the fewest GPU-hours of a schedule that knows the whole trace (per 15 s, the
-              replicas the work needs at the target load, each started a start-up delay ahead, kept
-              through gaps shorter than a start-up), replayed through the same model
+  vlmop       the operator's policy (vlmop.operator.autoscaler, the code it runs) with the API's
+              defaults: the slo policy, 2 s of queueing at the 95th percentile
+  hindsight   a bound: the fewest GPU-hours of a schedule that knows the whole trace (hindsight()),
+              replayed through the same model
 
   python bench/autoscaling_sim.py                      # every trace in bench/autoscaling_traces.py
   python bench/autoscaling_sim.py --trace my.csv       # any CSV with TIMESTAMP, ContextTokens,
                                                        # GeneratedTokens columns
-One line per policy: `<policy> gpu_hours=X slo_over_pct=Y actions=Z`; a PNG per trace (--plots DIR).
+One line per policy: `<policy> gpu_hours=X slo_over_pct=Y actions=Z`; a PNG per trace (--plots DIR:
+load, each policy's replicas per pool, requests over the SLO per minute).
 
-The model, per 1 s tick, a fluid FIFO queue per pool whose capacity is its ready replicas: a request
-costs the vision pool its tiles x work_per_tile replica-seconds, then the language pool its prefill plus
-its generated tokens x decode_step(B)/B at a batch B of 16; it waits its pool's backlog / capacity and
-is then served in its unloaded time (vision: intercept + per_tile x tiles; language: prefill + tokens x
-decode_step(1)). Every service time comes from bench/calibration/<device>.json (measured by
-bench/serving_calibration.py on the real vision server and vLLM); SPEED scales them to the model size
-a trace is served with (--speed). The signals are what Prometheus would hold every 15 s: completions,
-in-flight and (vLLM) waiting counts, the p95 queueing time of the last minute, and DCGM's GPU
-utilisation: the busy fraction for the vision server, and for vLLM a duty cycle that reads busy on any
-replica with a running request (why GKE and llm-d call it unreliable for LLM serving). New replicas cost
-GPU time at once and serve after their start-up (vision 60 s, language 120 s). The SLO: the request's
-queueing time (both pools) at most 2 s. The first 10 minutes (a cold start at one replica per pool)
-are left out of every figure."""
+The model, per 1 s tick. The vision pool is a fluid FIFO queue whose capacity is its ready replicas: a
+request costs it tiles x work_per_tile replica-seconds, starts once the work queued before it is
+served and takes its unloaded time (intercept + per_tile x tiles). The language pool is vLLM: SLOTS
+(--max-num-seqs) batch slots per ready replica; a request waits (vllm:num_requests_waiting) for a free
+slot, then holds it for its prefill and its generated tokens x the decode step of a full batch. Every
+service time is measured: bench/calibration/cpu.json (bench/serving_calibration.py on the real vision
+server and vLLM, tiny random models on this machine's CPU), times --speed (default 8: a served model
+is larger than the tiny one; at 8 the conv trace needs 5-10 replicas per pool, where policies differ;
+a GPU calibration file replaces the CPU one with --calibration). The signals are what Prometheus
+would hold every 15 s: completions, in-flight and waiting counts, the p95 queueing time of the last
+minute, the vision server's busy fraction, and DCGM's GPU utilisation: the busy fraction for the
+vision server, and for vLLM a duty cycle that reads busy on any replica with a running request (why
+GKE and llm-d call it unreliable for LLM serving). New replicas cost GPU time at once and serve after
+their start-up (vision 60 s, language 120 s). The SLO: a request's queueing time at both pools
+together at most 2 s. The first 10 minutes (a cold start at one replica per pool) and the drain after
+the last arrival are left out of every figure."""
 
 from __future__ import annotations
 
@@ -420,7 +423,7 @@ def main() -> None:
                 results.append("autoscaling_sim", f"{name} {policy}", figures, where="simulation")
 
 
-SPEED = 1.0
+SPEED = 8.0
 
 if __name__ == "__main__":
     main()

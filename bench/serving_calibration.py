@@ -71,8 +71,13 @@ def fit(samples: list[list[float]]) -> tuple[float, float]:
 
 
 def medians(points: list[int], measure: Callable[[int], float], repeats: int) -> dict[str, Any]:
-    """measure(x) `repeats` times per point: the medians (what is fitted) and every run."""
-    raw = {x: [measure(x) for _ in range(repeats)] for x in points}
+    """measure(x) `repeats` times per point: the medians (what is fitted) and every run. Rounds over all
+    points, so a burst of load from elsewhere on the machine spoils one run of several points, not a
+    point's every run."""
+    raw: dict[int, list[float]] = {x: [] for x in points}
+    for _ in range(repeats):
+        for x in points:
+            raw[x].append(measure(x))
     return {"samples": [[x, statistics.median(runs)] for x, runs in raw.items()],
             "runs": [[x, *runs] for x, runs in raw.items()]}  # fmt: skip
 

@@ -169,11 +169,16 @@ class Autoscaling(ApiModel):
     tolerance: float = Field(0.1, ge=0, lt=1, description="Relative deviation ignored around the target.")
     interval_seconds: int = Field(15, ge=1, description="How often the policy runs.")
     scale_up_stabilization_seconds: int = Field(0, ge=0, description="Window before scaling up.")
-    scale_down_stabilization_seconds: int = Field(
-        120, ge=0, description="A lower recommendation must hold this long before scaling down."
+    scale_down_stabilization_seconds: int | None = Field(
+        None,
+        ge=0,
+        description="A lower recommendation must hold this long before scaling down; default 60 (slo "
+        "policy) or 120 (utilization).",
     )
     max_step: int = Field(4, ge=1, description="Most replicas added or removed per interval.")
-    cooldown_seconds: int = Field(60, ge=0, description="Quiet time after a scaling action.")
+    cooldown_seconds: int | None = Field(
+        None, ge=0, description="Quiet time after a scaling action; default 15 (slo policy) or 60 (utilization)."
+    )
     metric_stale_seconds: int = Field(120, ge=1, description="Older samples are missing: hold replicas.")
 
 

@@ -10,8 +10,9 @@ the policy remembers. Per pool:
    cannot say how far over capacity a burst is. No (or stale) metric: hold, never scale.
 2. stabilise: scale up to the lowest recommendation of the up-window, down to the highest of the
    down-window (a dip must last the whole window), so flapping input moves nothing.
-3. couple the pools: demand flows vision → language, so when the vision pool scales up by a factor,
-   the language pool is taken up by the same factor at once instead of one metric lag later
+3. couple the pools: demand flows vision → language, so the SLO rule plans the language pool for at
+   least the vision pool's forecast, and the utilisation rule, when the vision pool scales up by a
+   factor, takes the language pool up by the same factor at once instead of one metric lag later
    (feed-forward); and while the language pool is at its maximum and over target, the vision pool is
    not scaled up (its output would only queue at the language model).
 4. limit: at most max_step replicas per interval, within [min, max], and nothing during the cool-down
@@ -143,7 +144,8 @@ def plan(
     reasons: dict[str, str] = {}
     needs: dict[str, slo.Need] = {}
     for pool, replicas in current.items():
-        need = by_slo(now, replicas, signals[pool], bounds[pool], memory[pool])
+        feeding = needs.get(upstream) if pool == downstream else None
+        need = by_slo(now, replicas, signals[pool], bounds[pool], memory[pool], feeding)
         recommendation: int | None
         if need is not None:
             needs[pool] = need
@@ -159,7 +161,7 @@ def plan(
         wanted[pool] = stabilise(now, replicas, recommendation, bounds[pool], memory[pool])
     if upstream in current and downstream in current:
         up, down = current[upstream], current[downstream]
-        if wanted[upstream] > up and up > 0:
+        if wanted[upstream] > up and up > 0 and downstream not in needs:  # the SLO rule has its forecast
             follow = math.ceil(down * wanted[upstream] / up)
             if follow > wanted[downstream]:
                 wanted[downstream], reasons[downstream] = follow, f"Follows{upstream.capitalize()}"
@@ -193,7 +195,9 @@ def measuring(current: int, signal: Signal, bounds: Bounds) -> tuple[int | None,
     return None, "MeasuringCapacity"
 
 
-def by_slo(now: float, current: int, signal: Signal, bounds: Bounds, memory: Memory) -> slo.Need | None:
+def by_slo(
+    now: float, current: int, signal: Signal, bounds: Bounds, memory: Memory, upstream: slo.Need | None = None
+) -> slo.Need | None:
     """The SLO rule's need, or None where it does not apply (no SLO, no demand signal, stale metrics,
     capacity not measured yet)."""
     if bounds.slo is None or signal.completions is None or signal.in_flight is None:
@@ -210,4 +214,4 @@ def by_slo(now: float, current: int, signal: Signal, bounds: Bounds, memory: Mem
     reading = slo.Reading(signal.completions, signal.in_flight, signal.waiting, busy, signal.latency, ready,
                           signal.ttft)  # fmt: skip
     return slo.need(now, current, reading, memory.estimate, bounds.slo, bounds.ttft_slo, bounds.target_load,
-                    bounds.startup, bounds.interval)  # fmt: skip
+                    bounds.startup, bounds.interval, upstream.forecast if upstream else None)  # fmt: skip

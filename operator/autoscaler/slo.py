@@ -10,10 +10,12 @@ per-trace constant. Per round:
    heavier saturates the pool and so re-measures it;
 3. forecast: Holt's linear trend over the arrival rates, one start-up delay ahead (a replica ordered now
    serves only then; the delay is timed from each scale-up to its replicas' readiness), never below the
-   rate now;
-4. need = forecast / (capacity x target load) + the queue drained within a start-up delay (the soonest
-   new replicas help), times a correction that grows while the observed p95 queueing time (or time to
-   first token) is over the SLO with every replica serving, and relaxes while it is well under.
+   rate now nor above twice it;
+4. need = the work the forecast brings (for the language pool, at least the vision pool's forecast:
+   its requests come next) in replicas, a, times a correction that grows while the observed p95
+   queueing time (or time to first token) is over the SLO with every replica serving and relaxes
+   while it is well under; staffed at max(a / target load, a + sqrt(a)) (square-root staffing), plus
+   the queue drained within a start-up delay (the soonest new replicas help).
 
 GPU utilisation is only the fallback while no capacity has been measured yet (policy.recommend)."""
 
@@ -26,6 +28,9 @@ SMOOTH, TREND = 0.5, 0.3  # Holt's level and trend weights per round
 LEARN = 0.3  # weight of a new capacity measurement
 SATURATED = 1.0  # queued requests per ready replica that make a round a capacity measurement
 BUSY_ENOUGH = 0.05  # busy fraction under which completions / busy is too noisy to learn from
+# Square-root staffing: a pool whose work fills `a` replicas gets a + sqrt(a) (Halfin-Whitt): relative
+# headroom for the random arrivals of a small pool, little for a large one.
+STAFFING = 1.0
 ENOUGH_REQUESTS = 10  # completions in a round under which it teaches nothing about capacity
 
 
@@ -137,22 +142,27 @@ def need(
     target_load: float,
     startup: float,
     interval: float,
+    upstream: float | None = None,
 ) -> Need | None:
     """Replicas the pool needs, or None while its capacity is not known yet. `startup` is the start-up
-    delay to assume until one is measured."""
+    delay to assume until one is measured; `upstream`, the forecast of the pool that feeds this one
+    (every request the vision pool encodes comes here next: a burst it is queueing is on its way)."""
     time_startup(now, current, reading.ready, estimate)
     elapsed = now - estimate.last_time if estimate.last is not None else 0.0
     rate = arrivals(now, reading, estimate)
     learn_capacity(reading, interval, estimate)
     startup = estimate.startup if estimate.startup is not None else startup
     ahead = forecast(rate, startup, elapsed, estimate)
+    reason = "SloForecast"
+    if upstream is not None and upstream > ahead:
+        ahead, reason = upstream, "SloUpstreamForecast"
     correct(reading, slo, ttft_slo, reading.ready < current, estimate)
     if not estimate.capacity:
         return None
-    per_replica = estimate.capacity * target_load
+    offered = ahead / estimate.capacity * estimate.correction  # replicas' worth of work
     queued = reading.waiting if reading.waiting is not None else 0.0
-    base = ahead / per_replica * estimate.correction
+    base = max(offered / target_load, offered + STAFFING * math.sqrt(offered))
     drain = queued / (estimate.capacity * max(startup, slo))  # replicas ordered now drain it once up
     replicas = math.ceil(base + drain - 1e-9)
-    reason = "SloLatency" if estimate.correction > 1.0 else ("SloQueue" if drain >= 1 else "SloForecast")
+    reason = "SloLatency" if estimate.correction > 1.0 else ("SloQueue" if drain >= 1 else reason)
     return Need(replicas, reason, estimate.capacity, ahead)

@@ -20,6 +20,15 @@ def scaling(spec: DvDDeploymentSpec, pool: str) -> PoolScaling:
     return scaled
 
 
+def windows(spec: DvDDeploymentSpec) -> tuple[int, int]:
+    """The scale-down stabilisation window and cool-down: the spec's, else the policy's defaults (the
+    slo policy smooths its own inputs; HPA's rule on raw utilisation needs the longer ones)."""
+    a, slo = spec.autoscaling, spec.autoscaling.policy == "slo"
+    down = a.scale_down_stabilization_seconds
+    cooldown = a.cooldown_seconds
+    return (60 if slo else 120) if down is None else down, (15 if slo else 60) if cooldown is None else cooldown
+
+
 def bounds(spec: DvDDeploymentSpec, pool: str) -> Bounds:
     a, p, s = spec.autoscaling, getattr(spec, pool), scaling(spec, pool)
     vllm = pool == "language" and spec.language.engine == "vllm"
@@ -29,9 +38,9 @@ def bounds(spec: DvDDeploymentSpec, pool: str) -> Bounds:
         target=s.target_utilization,
         tolerance=a.tolerance,
         up_window=a.scale_up_stabilization_seconds,
-        down_window=a.scale_down_stabilization_seconds,
+        down_window=windows(spec)[0],
         max_step=a.max_step,
-        cooldown=a.cooldown_seconds,
+        cooldown=windows(spec)[1],
         stale_after=a.metric_stale_seconds,
         queue_target=s.queue_target,
         slo=a.slo.queue_seconds / 2 if a.policy == "slo" else None,  # each pool's share of the end-to-end
@@ -61,7 +70,7 @@ def behavior(spec: DvDDeploymentSpec) -> dict[str, Any]:
     step = [{"type": "Pods", "value": a.max_step, "periodSeconds": a.interval_seconds}]
     return {
         "scaleUp": {"stabilizationWindowSeconds": a.scale_up_stabilization_seconds, "policies": step},
-        "scaleDown": {"stabilizationWindowSeconds": a.scale_down_stabilization_seconds, "policies": step},
+        "scaleDown": {"stabilizationWindowSeconds": windows(spec)[0], "policies": step},
     }
 
 
