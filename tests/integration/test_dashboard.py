@@ -90,10 +90,11 @@ def vllm_registry() -> tuple[prometheus_client.CollectorRegistry, Callable[[], N
         prometheus_client.Gauge(name, name, names, registry=registry).labels(*engine)
         for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
     )
-    ttft, e2e = (
+    ttft, e2e, queue = (
         prometheus_client.Histogram(name, name, names, buckets=buckets, registry=registry).labels(*engine)
-        for name in ("vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds")
-    )
+        for name in ("vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds",
+                     "vllm:request_queue_time_seconds")
+    )  # fmt: skip
 
     def step() -> None:
         running.set(4)
@@ -101,6 +102,7 @@ def vllm_registry() -> tuple[prometheus_client.CollectorRegistry, Callable[[], N
         kv_cache.set(0.35)
         ttft.observe(0.08)
         e2e.observe(1.7)
+        queue.observe(0.03)
 
     return registry, step
 
@@ -127,6 +129,8 @@ def serving_step() -> None:
     for component, seconds in (("vision", 0.2), ("gateway", 1.9)):
         pool = serving_metrics.Metrics(component)
         pool.latency.observe(seconds)
+        pool.queue.observe(seconds / 10)
+        pool.busy.inc(0.4)
         pool.in_flight.set(3)
         pool.count(200)
 
