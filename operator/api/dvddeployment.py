@@ -177,7 +177,7 @@ class Autoscaling(ApiModel):
     )
     max_step: int = Field(4, ge=1, description="Most replicas added or removed per interval.")
     cooldown_seconds: int | None = Field(
-        None, ge=0, description="Quiet time after a scaling action; default 15 (slo policy) or 60 (utilization)."
+        None, ge=0, description="Quiet time after scaling; default 15 (slo policy) or 60 (utilization)."
     )
     metric_stale_seconds: int = Field(120, ge=1, description="Older samples are missing: hold replicas.")
 

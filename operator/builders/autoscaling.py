@@ -24,9 +24,9 @@ def windows(spec: DvDDeploymentSpec) -> tuple[int, int]:
     """The scale-down stabilisation window and cool-down: the spec's, else the policy's defaults (the
     slo policy smooths its own inputs; HPA's rule on raw utilisation needs the longer ones)."""
     a, slo = spec.autoscaling, spec.autoscaling.policy == "slo"
-    down = a.scale_down_stabilization_seconds
-    cooldown = a.cooldown_seconds
-    return (60 if slo else 120) if down is None else down, (15 if slo else 60) if cooldown is None else cooldown
+    down, cooldown = a.scale_down_stabilization_seconds, a.cooldown_seconds
+    down = (60 if slo else 120) if down is None else down
+    return down, (15 if slo else 60) if cooldown is None else cooldown
 
 
 def bounds(spec: DvDDeploymentSpec, pool: str) -> Bounds:
