@@ -28,7 +28,8 @@ CONDITION = "MetricsAvailable"
 @dataclass(frozen=True)
 class Sample:
     signals: dict[str, policy.Signal]
-    unreachable: str | None = None  # why Prometheus did not answer
+    failed: str | None = None  # why there are no signals
+    reason: str = "PrometheusUnreachable"
 
 
 @dataclass
@@ -65,6 +66,8 @@ def sample(
             )  # fmt: skip
     except prometheus.Unreachable as error:
         return Sample({}, str(error))
+    except Exception as error:  # a bug here must not leave the round pending forever: said, and held
+        return Sample({}, f"{type(error).__name__}: {error}", "QueryFailed")
     return Sample(signals)
 
 
@@ -98,12 +101,12 @@ def run(
         return []
     answered, state.pending = state.pending.result(), None
     sooner(max(state.last_round + interval - clock, 0.0) if state.last_round is not None else interval)
-    if answered.unreachable is not None:
+    if answered.failed is not None:
         metrics.AUTOSCALER_PROMETHEUS_UP.labels(namespace, name).set(0)
-        update = st.condition(CONDITION, False, "PrometheusUnreachable",
-                              f"holding every pool's replicas: {answered.unreachable}")  # fmt: skip
+        update = st.condition(CONDITION, False, answered.reason,
+                              f"holding every pool's replicas: {answered.failed}")  # fmt: skip
         for pool in current:
-            status[pool] = {**(status.get(pool) or {}), "reason": "PrometheusUnreachable"}
+            status[pool] = {**(status.get(pool) or {}), "reason": answered.reason}
         set_condition(status, update, now)
         return []
     metrics.AUTOSCALER_PROMETHEUS_UP.labels(namespace, name).set(1)

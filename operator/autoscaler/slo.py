@@ -114,8 +114,9 @@ def time_startup(now: float, current: int, ready: int, estimate: Estimate) -> No
             estimate.ordered = None  # scaled down before they came up: no measurement
         elif ready >= estimate.ordered[1]:
             sample = now - estimate.ordered[0]
-            old = estimate.startup
-            estimate.startup = sample if old is None else (1 - LEARN) * old + LEARN * sample
+            if sample > 0:  # ready in the round that ordered them: the pool does not say its readiness
+                old = estimate.startup
+                estimate.startup = sample if old is None else (1 - LEARN) * old + LEARN * sample
             estimate.ordered = None
     estimate.replicas = current
 

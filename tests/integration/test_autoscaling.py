@@ -170,11 +170,12 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
         "rateWindowSeconds": 4,  # 4 scrapes: the series are only seconds old
     }  # fmt: skip
     lm, vision = f'namespace="{NS}",pod="slo-language-5c4b-a"', f'namespace="{NS}",pod="slo-vision-7d9f-a"'
-    # vLLM: 12 requests/s finish with 16 of the replica's 32 slots in use and none queued: Little's law
-    # makes a full replica worth 24/s, so 12/s at the 0.85 target load needs the one. The vision
-    # server: 12 req/s at a busy fraction of 0.25 (its busy-seconds counter), 48/s per replica.
+    # vLLM: 12 requests/s finish with 8 of the replica's 32 slots in use and none queued: Little's law
+    # makes a full replica worth 48/s, so 12/s (a quarter of a replica; with square-root staffing's
+    # headroom 0.25 + 0.5) needs the one. The vision server: 12 req/s at a busy fraction of 0.25 (its
+    # busy-seconds counter), 48/s per replica as well.
     exporter.utilisation = {"slo-vision-7d9f-a": 25.0, "slo-language-5c4b-a": 100.0}  # DCGM: vLLM "busy"
-    exporter.series = {f"vllm:num_requests_running{{{lm}}}": 16, f"vllm:num_requests_waiting{{{lm}}}": 0,
+    exporter.series = {f"vllm:num_requests_running{{{lm}}}": 8, f"vllm:num_requests_waiting{{{lm}}}": 0,
                        f'vlmop_serving_in_flight{{{vision},component="vision"}}': 1}  # fmt: skip
     exporter.rates = {f"vllm:request_success_total{{{lm}}}": 12.0,
                       f'vlmop_serving_requests_total{{{vision},component="vision",code="200"}}': 12.0,
@@ -198,9 +199,9 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
 
     cluster.wait(settled, 30, "the SLO rule to measure and settle")
     language, vision_row = row("language"), row("vision")
-    assert language["capacityPerReplica"] == pytest.approx(24.0, rel=0.2), language
+    assert language["capacityPerReplica"] == pytest.approx(48.0, rel=0.2), language
     assert language["forecastRequestsPerSecond"] == pytest.approx(12.0, rel=0.2), language
-    assert "forecast" in language["message"] and "in flight 16.00" in language["message"], language
+    assert "forecast" in language["message"] and "in flight 8.00" in language["message"], language
     assert vision_row["capacityPerReplica"] == pytest.approx(48.0, rel=0.2), vision_row
     assert replicas(apps, "slo-language") == 1 == replicas(apps, "slo-vision")  # 100% "busy" GPU or not
     # KEDA's triggers (mode keda) are the same signals; Prometheus answers each with what the policy read.
@@ -211,7 +212,7 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
         for pool in ("vision", "language")
     }  # fmt: skip
     assert answers["vision"] == [pytest.approx(0.25, rel=0.1), pytest.approx(0.25)]  # busy s/s, DCGM
-    assert answers["language"] == [16.0]  # in flight, against 32 slots x 0.85
+    assert answers["language"] == [8.0]  # in flight, against 32 slots x 0.85
 
     # Overload: every slot taken and 60 requests queued. The jump in flight is demand the forecast sees,
     # and a queue behind the replica makes its 12/s a measurement of its capacity: the pool grows.
@@ -219,7 +220,7 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
     cluster.wait(lambda: replicas(apps, "slo-language") >= 2, 30, "the language pool to grow")
     language = row("language")
     assert language["reason"].startswith("Slo") and "queued 60.00" in language["message"], language
-    assert language["capacityPerReplica"] < 24
+    assert language["capacityPerReplica"] < 48
     events = cluster.core.list_namespaced_event(NS).items
     assert any(e.reason == "Scaled" and e.involved_object.name == "slo" and "forecast" in e.message
                for e in events)  # fmt: skip

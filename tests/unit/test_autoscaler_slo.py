@@ -5,6 +5,7 @@ from the pool's own scale-ups; and a vLLM pool whose GPU reads 100% busy is not 
 
 from __future__ import annotations
 
+import math
 import socket
 
 import pytest
@@ -12,9 +13,10 @@ import pytest
 from vlmop.operator.autoscaler import prometheus, slo
 from vlmop.operator.autoscaler.policy import Bounds, Memory, Signal, plan
 
-VISION = Bounds(min_replicas=1, max_replicas=20, slo=1.0, target_load=0.85, startup=60, interval=15)
+VISION = Bounds(min_replicas=1, max_replicas=20, slo=1.0, target_load=0.85, startup=60, interval=15,
+                cooldown=0)  # fmt: skip
 LANGUAGE = Bounds(min_replicas=1, max_replicas=20, slo=1.0, target_load=0.85, startup=120, interval=15,
-                  slots=32)  # fmt: skip
+                  cooldown=0, slots=32)  # fmt: skip
 
 
 def reading(**values: float) -> slo.Reading:
@@ -51,25 +53,29 @@ def decide(bounds: Bounds, signals: list[Signal], current: int = 1, every: float
 
 
 def test_vllm_is_sized_by_its_slots_not_its_always_busy_gpu() -> None:
-    # 16 of 32 slots busy at 12 finished/s: a full replica does 24/s; 12/s at 0.85 load needs one. The
-    # utilisation rule reads DCGM's 100% (a duty cycle) and grows the pool 1.4x every round.
-    steady = Signal(1.0, in_flight=16, waiting=0, completions=12)
+    # 8 of 32 slots busy at 12 finished/s: a full replica does 48/s; 12/s is a quarter of one, 0.75
+    # with square-root staffing's headroom: one replica. The utilisation rule reads DCGM's 100% (a duty
+    # cycle) and grows the pool 1.4x every round.
+    steady = Signal(1.0, in_flight=8, waiting=0, completions=12)
     decisions = decide(LANGUAGE, [steady] * 4)
     assert [d.desired for d in decisions] == [1, 1, 1, 1]  # type: ignore[attr-defined]
-    assert decisions[-1].capacity == pytest.approx(24.0) and decisions[-1].reason == "SloForecast"  # type: ignore[attr-defined]
+    assert decisions[-1].capacity == pytest.approx(48.0) and decisions[-1].reason == "SloForecast"  # type: ignore[attr-defined]
     utilisation_only = Bounds(**{**LANGUAGE.__dict__, "slo": None, "cooldown": 0})
     assert [d.desired for d in decide(utilisation_only, [steady] * 3)] == [2, 3, 5]  # type: ignore[attr-defined]
 
 
 def test_demand_over_capacity_sizes_the_pool() -> None:
-    # Measured at 24/s per replica; then every slot is taken, 300 queue and 24/s finish: a measurement
-    # that keeps 24/s, and arrivals of 24 + (332 - 16) / 15 s = 45/s that need 45 / (24 x 0.85) -> 3
-    # replicas (more with the forecast's trend), plus the queue drained within one start-up delay.
+    # 16 of 32 slots at 12/s: 24/s per replica (two replicas with staffing's headroom). Then every slot
+    # is taken, 300 queue and the two finish 24/s: 12/s each, a measurement averaged in (0.7 x 24 +
+    # 0.3 x 12 = 20.4); arrivals 24 + (332 - 16) / 15 s = 45/s, more with the trend, at most 2 x 45:
+    # 45-90 / 20.4 = 2.2-4.4 replicas of work, plus headroom and the queue drained in a start-up delay.
     calm = Signal(1.0, in_flight=16, waiting=0, completions=12)
     decisions = decide(LANGUAGE, [calm, calm, Signal(1.0, in_flight=332, waiting=300, completions=24)])
+    assert [d.desired for d in decisions[:2]] == [2, 2]  # type: ignore[attr-defined]
     last = decisions[-1]
-    assert last.capacity == pytest.approx(24.0) and last.forecast >= 45  # type: ignore[attr-defined]
-    assert 3 <= last.desired <= 5 and last.reason == "SloForecast"  # type: ignore[attr-defined]
+    assert last.capacity == pytest.approx(20.4) and 45 <= last.forecast <= 90  # type: ignore[attr-defined]
+    work = last.forecast / last.capacity  # type: ignore[attr-defined]
+    assert last.desired == math.ceil(work + math.sqrt(work) + 300 / (20.4 * 120))  # type: ignore[attr-defined]
 
 
 def test_the_forecast_follows_a_ramp_but_never_past_twice_the_rate() -> None:
