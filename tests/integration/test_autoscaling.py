@@ -164,6 +164,7 @@ def test_the_slo_rule_sizes_the_language_pool_from_vllms_counts(
     doc = copy.deepcopy(examples["dvddeployment"])
     doc["metadata"]["name"] = "slo"
     doc["spec"]["language"] |= {"maxNumSeqs": 32, "maxReplicas": 8}
+    doc["spec"]["vision"] |= {"maxReplicas": 1}  # the fake serves one vision pod's series
     doc["spec"]["autoscaling"] = {
         "mode": "operator", "prometheusUrl": url, "intervalSeconds": 1, "cooldownSeconds": 0,
         "scaleDownStabilizationSeconds": 2, "slo": {"queueSeconds": 2, "timeToFirstTokenSeconds": 5},
