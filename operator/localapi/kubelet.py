@@ -69,6 +69,7 @@ class LocalPod:
     next_start: float = 0.0
     last_exit: dict[str, Any] | None = None
     stopping: float | None = None
+    signalled: bool = False  # SIGTERM sent (after the Services stopped sending it connections)
     written: dict[str, Any] | None = None
 
     @property
@@ -109,6 +110,7 @@ class LocalKubelet:
         self._thread.join(30)
         for pod in list(self.pods.values()):
             self._terminate(pod)
+        self._signal_stopping()
         deadline = time.monotonic() + self.grace_seconds
         for pod in list(self.pods.values()):
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -169,6 +171,7 @@ class LocalKubelet:
         for deployment in deployments.values():
             self._deployment_status(deployment)
         self._services()
+        self._signal_stopping()
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         return list(kube.request("GET", path, api=self.client)["items"])
@@ -252,13 +255,21 @@ class LocalKubelet:
         self._terminate(pod)
 
     def _terminate(self, pod: LocalPod) -> None:
-        """SIGTERM to the container's first process (torchrun forwards it); SIGKILL after the grace."""
+        """Marks the pod stopping: no longer an endpoint, SIGTERM once the proxies know (else a
+        connection can still reach a dying pod), SIGKILL after the grace."""
         pod.stopping = time.monotonic()
         if pod.prober:
             pod.prober.stop()
-        if pod.process and pod.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                pod.process.send_signal(signal.SIGTERM)
+
+    def _signal_stopping(self) -> None:
+        """SIGTERM to each stopping pod's first process (torchrun forwards it), once."""
+        for pod in self.pods.values():
+            if pod.stopping is None or pod.signalled:
+                continue
+            pod.signalled = True
+            if pod.process and pod.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    pod.process.send_signal(signal.SIGTERM)
 
     def _tend(self, pod: LocalPod, now: float) -> None:
         """Start (or restart after the back-off), notice exits and failed probes, write the status."""

@@ -137,11 +137,16 @@ class Proxies:
             if not backends:  # no ready endpoint: the connection is refused, as kube-proxy does
                 writer.close()
                 return
-            try:
-                up_reader, up_writer = await asyncio.open_connection(
-                    *backends[next(self._turn) % len(backends)]
-                )
-            except OSError:
+            first = next(self._turn)
+            for turn in range(len(backends)):  # a backend that just went away: the next one
+                try:
+                    up_reader, up_writer = await asyncio.open_connection(
+                        *backends[(first + turn) % len(backends)]
+                    )
+                    break
+                except OSError:
+                    continue
+            else:
                 writer.close()
                 return
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

@@ -186,12 +186,12 @@ def test_restart_resumes_without_rewriting_status(
     cluster.wait_observed(KINDS[2], "survivor")
 
     # Converged: its pools exist (not ready: nothing runs them here) and the autoscaler, finding no
-    # Prometheus at the example's address, holds them (MetricsMissing): the status has settled.
+    # Prometheus at the example's address, holds them (PrometheusUnreachable): the status has settled.
     def settled() -> bool:
         found = cluster.get(KINDS[2], "survivor").get("status") or {}
         return (
             found.get("phase") == "Progressing"
-            and (found.get("vision") or {}).get("reason") == "MetricsMissing"
+            and (found.get("vision") or {}).get("reason") == "PrometheusUnreachable"
         )
 
     cluster.wait(settled, 60, "the DvDDeployment's status to settle")
