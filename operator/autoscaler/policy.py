@@ -214,4 +214,5 @@ def by_slo(
     reading = slo.Reading(signal.completions, signal.in_flight, signal.waiting, busy, signal.latency, ready,
                           signal.ttft)  # fmt: skip
     return slo.need(now, current, reading, memory.estimate, bounds.slo, bounds.ttft_slo, bounds.target_load,
-                    bounds.startup, bounds.interval, upstream.forecast if upstream else None)  # fmt: skip
+                    bounds.startup, bounds.interval, upstream.forecast if upstream else None,
+                    bounds.slots)  # fmt: skip

@@ -10,11 +10,12 @@ per-trace constant. Per round:
    heavier saturates the pool and so re-measures it;
 3. forecast: Holt's linear trend over the arrival rates, one start-up delay ahead (a replica ordered now
    serves only then; the delay is timed from each scale-up to its replicas' readiness), never below the
-   rate now nor above twice it;
+   rate now nor above twice it; where the arrivals repeat with a period (seasonal.py), what the last
+   periods brought over that horizon instead of the trend;
 4. need = the work the forecast brings (for the language pool, at least the vision pool's forecast:
    its requests come next) in replicas, a, times a correction that grows while the observed p95
    queueing time (or time to first token) is over the SLO with every replica serving and relaxes
-   while it is well under; staffed at max(a / target load, a + sqrt(a)) (square-root staffing), plus
+   while it is well under; staffed at max(a / target load, square-root staffing: see STAFFING), plus
    the queue drained within a start-up delay (the soonest new replicas help).
 
 GPU utilisation is only the fallback while no capacity has been measured yet (policy.recommend)."""
@@ -22,15 +23,22 @@ GPU utilisation is only the fallback while no capacity has been measured yet (po
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from vlmop.operator.autoscaler import seasonal
 
 SMOOTH, TREND = 0.5, 0.3  # Holt's level and trend weights per round
 LEARN = 0.3  # weight of a new capacity measurement
 SATURATED = 1.0  # queued requests per ready replica that make a round a capacity measurement
 BUSY_ENOUGH = 0.05  # busy fraction under which completions / busy is too noisy to learn from
-# Square-root staffing: a pool whose work fills `a` replicas gets a + sqrt(a) (Halfin-Whitt): relative
-# headroom for the random arrivals of a small pool, little for a large one.
+# Square-root staffing (Halfin-Whitt): a pool whose work fills `a` servers gets a + beta * sqrt(a) of them:
+# relative headroom for the random arrivals of a small pool, little for a large one. The vision server
+# is one server per replica, and a request may queue a little (its SLO share is longer than most
+# encodings). vLLM's servers are its batch slots, each held for a whole generation (seconds, longer
+# than its SLO share): it must run where a request almost never waits for a slot, hence beta 2 (about
+# 2% of arrivals find every slot taken), over a * slots servers.
 STAFFING = 1.0
+SLOT_STAFFING = 2.0
 ENOUGH_REQUESTS = 10  # completions in a round under which it teaches nothing about capacity
 
 
@@ -47,6 +55,7 @@ class Estimate:
     startup: float | None = None  # measured seconds from a scale-up to its replicas being ready
     ordered: tuple[float, int] | None = None  # (when, how many) of the scale-up being timed
     replicas: int | None = None  # the pool's replicas at the previous round
+    history: seasonal.History = field(default_factory=seasonal.History)
 
 
 @dataclass(frozen=True)
@@ -144,10 +153,12 @@ def need(
     startup: float,
     interval: float,
     upstream: float | None = None,
+    slots: int | None = None,
 ) -> Need | None:
     """Replicas the pool needs, or None while its capacity is not known yet. `startup` is the start-up
     delay to assume until one is measured; `upstream`, the forecast of the pool that feeds this one
-    (every request the vision pool encodes comes here next: a burst it is queueing is on its way)."""
+    (every request the vision pool encodes comes here next: a burst it is queueing is on its way);
+    `slots`, the requests a replica serves at once (vLLM's batch slots), None for one server."""
     time_startup(now, current, reading.ready, estimate)
     elapsed = now - estimate.last_time if estimate.last is not None else 0.0
     rate = arrivals(now, reading, estimate)
@@ -155,6 +166,11 @@ def need(
     startup = estimate.startup if estimate.startup is not None else startup
     ahead = forecast(rate, startup, elapsed, estimate)
     reason = "SloForecast"
+    estimate.history.add(now, rate, interval)
+    season = seasonal.forecast(estimate.history, math.ceil((startup + interval) / interval))
+    if season is not None:  # a season seen twice knows the coming peak better than the trend does
+        ahead = max(season, rate, estimate.level or 0.0)
+        reason = "SloSeasonal" if season >= ahead else reason
     if upstream is not None and upstream > ahead:
         ahead, reason = upstream, "SloUpstreamForecast"
     correct(reading, slo, ttft_slo, reading.ready < current, estimate)
@@ -162,7 +178,8 @@ def need(
         return None
     offered = ahead / estimate.capacity * estimate.correction  # replicas' worth of work
     queued = reading.waiting if reading.waiting is not None else 0.0
-    base = max(offered / target_load, offered + STAFFING * math.sqrt(offered))
+    beta, servers = (SLOT_STAFFING, slots) if slots else (STAFFING, 1)
+    base = max(offered / target_load, offered + beta * math.sqrt(offered / servers))
     drain = queued / (estimate.capacity * max(startup, slo))  # replicas ordered now drain it once up
     replicas = math.ceil(base + drain - 1e-9)
     reason = "SloLatency" if estimate.correction > 1.0 else ("SloQueue" if drain >= 1 else reason)

@@ -65,17 +65,30 @@ def test_vllm_is_sized_by_its_slots_not_its_always_busy_gpu() -> None:
 
 
 def test_demand_over_capacity_sizes_the_pool() -> None:
-    # 16 of 32 slots at 12/s: 24/s per replica (two replicas with staffing's headroom). Then every slot
-    # is taken, 300 queue and the two finish 24/s: 12/s each, a measurement averaged in (0.7 x 24 +
-    # 0.3 x 12 = 20.4); arrivals 24 + (332 - 16) / 15 s = 45/s, more with the trend, at most 2 x 45:
-    # 45-90 / 20.4 = 2.2-4.4 replicas of work, plus headroom and the queue drained in a start-up delay.
+    # 16 of 32 slots at 12/s: 24/s per replica; half a replica's slots, 0.5 + 2 x sqrt(16 slots) / 32 =
+    # 0.75 with the slots' square-root headroom: one replica. Then every slot is taken, 300 queue and
+    # the one replica finishes 24/s (a saturated round: 24/s again); arrivals 24 + (332 - 16) / 15 s =
+    # 45/s, more with the trend, at most 2 x 45: 1.9-3.8 replicas of work, plus headroom at the slots'
+    # scale and the queue drained in a start-up delay.
     calm = Signal(1.0, in_flight=16, waiting=0, completions=12)
     decisions = decide(LANGUAGE, [calm, calm, Signal(1.0, in_flight=332, waiting=300, completions=24)])
-    assert [d.desired for d in decisions[:2]] == [2, 2]  # type: ignore[attr-defined]
+    assert [d.desired for d in decisions[:2]] == [1, 1]  # type: ignore[attr-defined]
     last = decisions[-1]
-    assert last.capacity == pytest.approx(20.4) and 45 <= last.forecast <= 90  # type: ignore[attr-defined]
+    assert last.capacity == pytest.approx(24) and 45 <= last.forecast <= 90  # type: ignore[attr-defined]
     work = last.forecast / last.capacity  # type: ignore[attr-defined]
-    assert last.desired == math.ceil(work + math.sqrt(work) + 300 / (20.4 * 120))  # type: ignore[attr-defined]
+    staffed = max(work / 0.85, work + 2 * math.sqrt(work / 32))
+    assert last.desired == math.ceil(staffed + 300 / (24 * 120))  # type: ignore[attr-defined]
+
+
+def test_the_vision_pool_gets_square_root_headroom_per_replica() -> None:
+    # 30/s at 6/s per replica (busy 5/6 of 6 replicas): 5 replicas of work, 5 + sqrt(5) = 7.2 -> 8; the
+    # same work in vLLM's 32-slot replicas: 5 + 2 x sqrt(5 x 32) / 32 = 5.8, 5 / 0.85 = 5.9 -> 6.
+    busy = Signal(0.83, in_flight=0, completions=30, busy=5 / 6)
+    (decision,) = decide(VISION, [busy], current=6)
+    assert decision.capacity == pytest.approx(6.0) and decision.desired == 8  # type: ignore[attr-defined]
+    estimate = slo.Estimate(capacity=6.0)
+    need = slo.need(0, 6, slo.Reading(30, 0, 0, None, None, 6), estimate, 1.0, None, 0.85, 120, 15, slots=32)
+    assert need is not None and need.replicas == 6
 
 
 def test_the_forecast_follows_a_ramp_but_never_past_twice_the_rate() -> None:
