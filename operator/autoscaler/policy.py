@@ -159,6 +159,10 @@ def plan(
             wanted[pool] = max(replicas, bounds[pool].min_replicas)
             continue
         wanted[pool] = stabilise(now, replicas, recommendation, bounds[pool], memory[pool])
+        if need is not None and need.seasonal and recommendation < replicas:
+            # The down-window guards against a rebound nobody saw coming; a seasonal forecast has
+            # already counted the coming start-up's worth of the last periods.
+            wanted[pool] = recommendation
     if upstream in current and downstream in current:
         up, down = current[upstream], current[downstream]
         if wanted[upstream] > up and up > 0 and downstream not in needs:  # the SLO rule has its forecast

@@ -62,18 +62,14 @@ def period(rates: Sequence[float]) -> int | None:
 
 
 def forecast(history: History, horizon: int) -> float | None:
-    """The highest rate the coming `horizon` rounds brought in each of the last periods, averaged; None
-    when the arrivals show no period."""
+    """The highest rate over the coming `horizon` rounds of the last two periods averaged round by round
+    (one odd spike does not repeat by itself); None when the arrivals show no period."""
     rates = list(history.rates)
     if history.since_search >= RECHECK:
         history.lag, history.since_search = period(rates), 0
     lag = history.lag
-    if lag is None:
+    if lag is None or len(rates) < 2 * lag:
         return None
-    peaks = []
-    for k in (1, 2):
-        start = len(rates) - k * lag
-        window = rates[max(start, 0) : max(start + horizon + 1, 0)]
-        if start >= 0 and window:
-            peaks.append(max(window))
-    return sum(peaks) / len(peaks) if peaks else None
+    n = len(rates)
+    ahead = [(rates[n - lag + i] + rates[n - 2 * lag + i]) / 2 for i in range(min(horizon + 1, lag))]
+    return max(ahead)

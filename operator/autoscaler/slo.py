@@ -77,6 +77,7 @@ class Need:
     reason: str
     capacity: float
     forecast: float
+    seasonal: bool = False  # the forecast saw the coming horizon in the last periods
 
 
 def arrivals(now: float, reading: Reading, estimate: Estimate) -> float:
@@ -183,4 +184,4 @@ def need(
     drain = queued / (estimate.capacity * max(startup, slo))  # replicas ordered now drain it once up
     replicas = math.ceil(base + drain - 1e-9)
     reason = "SloLatency" if estimate.correction > 1.0 else ("SloQueue" if drain >= 1 else reason)
-    return Need(replicas, reason, estimate.capacity, ahead)
+    return Need(replicas, reason, estimate.capacity, ahead, season is not None)

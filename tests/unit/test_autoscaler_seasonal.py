@@ -8,6 +8,7 @@ import math
 import random
 
 from vlmop.operator.autoscaler import seasonal, slo
+from vlmop.operator.autoscaler.policy import Bounds, Memory, Signal, plan
 
 
 def bursts(rounds: int, period: int = 40, width: int = 10, base: float = 2.0, peak: float = 12.0,
@@ -66,3 +67,23 @@ def test_the_slo_rule_scales_for_a_burst_before_it_arrives() -> None:
     last = needs[-1]
     assert last is not None and last.reason == "SloSeasonal" and last.replicas >= 12  # the peak, early
     assert rates[-1] < 4  # while the arrivals are still at their base
+
+
+def test_a_foreseen_pool_scales_down_when_the_burst_ends_without_the_down_window() -> None:
+    # A vision pool (1 request/s per replica) under the policy with a 300 s down-window: once the
+    # period is known, the round after a burst ends brings the pool back down, the forecast having
+    # said the next one is a period away; before that, the window holds the burst's replicas.
+    bounds = Bounds(min_replicas=1, max_replicas=40, slo=1.0, target_load=0.85, startup=60, interval=15,
+                    cooldown=0, down_window=300)  # fmt: skip
+    memory, current, replicas = {"pool": Memory()}, 1, []
+    for i, rate in enumerate(bursts(200)):
+        signal = Signal(0.5, in_flight=0, completions=rate, busy=min(rate / current, 1.0), ready=current)
+        decision = plan(i * 15.0, {"pool": current}, {"pool": signal}, {"pool": bounds}, memory)["pool"]
+        current = decision.desired
+        replicas.append(current)
+    # Bursts at rounds 5-14 of each 40: the first is held by the 300 s window (20 rounds) after it ends;
+    # the fifth (rounds 165-174) has its replicas a start-up (4 rounds) ahead, and after it the pool
+    # steps down at once (4 replicas a round, maxStep) to the base's few.
+    assert min(replicas[15:30]) >= 12
+    assert replicas[161] >= 12 and replicas[157] <= 6
+    assert replicas[175] < replicas[174] and max(replicas[178:199]) <= 6
