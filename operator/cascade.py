@@ -66,7 +66,8 @@ def decide(
     current = pending[0] if pending else active[-1]
     row = table[current]
     attempt = int(row["restarts"])
-    view = {**status, "restarts": attempt}
+    view = {**status, "restarts": attempt, "restartsCounted": int(row.get("restartsCounted", attempt)),
+            "lastFailure": row.get("lastFailure")}  # fmt: skip
     gang = lifecycle.decide(
         policy=spec.run_policy.model_copy(update={"backoff_limit": spec.stages[current].backoff_limit}),
         nodes=spec.topology.nodes,
@@ -76,10 +77,12 @@ def decide(
         pods=pods,
         now=now,
         scope=f"stage {row['name']}",
+        stage=str(row["name"]),
     )
     out = gang.status
     finished_now = status.get("phase") not in lifecycle.TERMINAL and out["phase"] in lifecycle.TERMINAL
     row.update(phase=out["phase"], restarts=out["restarts"])
+    row.update({k: out[k] for k in ("restartsCounted", "lastFailure") if out.get(k) is not None})
     row.setdefault("startTime", lifecycle.stamp(now))
     if finished_now:
         row["completionTime"] = lifecycle.stamp(now)
@@ -94,6 +97,8 @@ def decide(
     if out["phase"] in lifecycle.TERMINAL:
         decision.current, decision.workers = None, False
     out.update(stages=table, restarts=sum(int(r["restarts"]) for r in table))
+    if any("restartsCounted" in r for r in table):
+        out["restartsCounted"] = sum(int(r.get("restartsCounted", r["restarts"])) for r in table)
     out["currentStage"] = table[decision.current]["name"] if decision.current is not None else None
     return decision
 

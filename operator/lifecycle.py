@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlmop.operator import failures
 from vlmop.operator import status as st
 from vlmop.operator.api.common import RunPolicy
 
@@ -21,6 +22,7 @@ OWNED_CONDITIONS = ("Progressing", "Suspended", "Succeeded", "Failed")
 # Reasons, as CamelCase constants per metav1.Condition.
 CREATED, RUNNING, RESTARTING, SUSPENDED, RESUMED = "Created", "Running", "Restarting", "Suspended", "Resumed"
 SUCCEEDED, BACKOFF, DEADLINE = "Succeeded", "BackoffLimitExceeded", "DeadlineExceeded"
+FAILURE_POLICY = "FailurePolicy"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class PodView:
     ip: str | None = None
     message: str = ""  # the container's termination message (or its log tail on a crash)
     deleting: bool = False
+    exit_code: int | None = None  # the terminated container's
+    reason: str | None = None  # the terminated container's reason (OOMKilled, Error, Completed)
+    pod_reason: str | None = None  # the pod's status reason (Evicted, Preempted, NodeLost...)
+    conditions: frozenset[str] = frozenset()  # True conditions beyond the usual four, and their reasons
+
+    def failure(self) -> failures.Failure:
+        return failures.of_pod(self.message, self.exit_code, self.reason, self.pod_reason, self.conditions)
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,10 @@ def decide(
     pods: Sequence[PodView],
     now: datetime.datetime,
     scope: str = "",
+    stage: str | None = None,
 ) -> Decision:
-    """`scope` names the part of the job the gang runs (a stage), prefixed to its failure messages."""
+    """`scope` names the part of the job the gang runs (a stage), prefixed to its failure messages;
+    `stage`, the stage's name the failure policy's rules match."""
     current = dict(status)
     restarts = int(current.get("restarts") or 0)
     phase = current.get("phase")
@@ -114,7 +125,16 @@ def decide(
         if start is None:
             current["startTime"] = stamp(now)
         deadline = policy.active_deadline_seconds
-        failed = next((p for p in mine if p.phase == "Failed"), None)
+        # A disrupted worker is the cause when there is one, even one being deleted (an eviction, a
+        # drain): the others then fail on lost peers, the Job on the missing pod.
+        failed_pods = [p for p in mine if p.phase == "Failed"]
+        failed = failed_pods[0] if failed_pods else None
+        if failed or (job and job.failed):
+            ours = sorted((p for p in pods if job and p.job_uid == job.uid), key=_rank)
+            failed = next(
+                (p for p in ours if (p.phase == "Failed" or p.deleting) and p.failure().disruption), failed
+            )
+        what = failed.failure() if failed else (failures.of_job(job.failed) if job and job.failed else None)
         failure = (
             f"worker {failed.name} (rank {failed.index}) failed: {reason_of(failed.message)}"
             if failed
@@ -122,22 +142,40 @@ def decide(
         )
         if failure and scope:
             failure = f"{scope}: {failure}"
+        counted = int(current.get("restartsCounted", restarts))
         if start and deadline and (now - start).total_seconds() > deadline:
             finish("Failed", DEADLINE, f"ran longer than activeDeadlineSeconds={deadline}")
             workers = False
-        elif failure and restarts >= policy.backoff_limit:
-            finish(
-                "Failed",
-                BACKOFF,
-                f"{failure}; {restarts} restarts used of backoffLimit {policy.backoff_limit}",
-            )
-            workers = False
-        elif failure:
-            restarts += 1
-            phase = "Restarting"
-            message = f"restart {restarts}/{policy.backoff_limit} from the latest checkpoint: {failure}"
-            conditions.append(st.condition("Progressing", True, RESTARTING, message))
-            events.append(("Warning", RESTARTING, message))
+        elif what is not None and failure is not None:
+            action, rule = failures.decide(policy.failure_policy, what, stage, current.get("lastFailure"))
+            current["lastFailure"] = {
+                "reason": what.reason,
+                "message": what.message[-failures.MESSAGE_LIMIT :],
+                "exitCode": what.exit_code,
+                "action": action,
+                "time": stamp(now),
+            }
+            if action == "Fail":
+                finish("Failed", FAILURE_POLICY, f"{failure}; failed by {rule}")
+                workers = False
+            elif action == "Restart" and counted >= policy.backoff_limit:
+                finish(
+                    "Failed",
+                    BACKOFF,
+                    f"{failure}; {counted} restarts used of backoffLimit {policy.backoff_limit}",
+                )
+                workers = False
+            else:
+                restarts += 1
+                counted += action == "Restart"
+                phase = "Restarting"
+                budget = (
+                    f"{counted}/{policy.backoff_limit}" if action == "Restart" else f"not counted ({rule})"
+                )
+                message = f"restart {restarts} ({budget}) from the latest checkpoint: {failure}"
+                conditions.append(st.condition("Progressing", True, RESTARTING, message))
+                events.append(("Warning", RESTARTING, message))
+            current["restartsCounted"] = counted
         elif job and (job.complete or _count(mine, "Succeeded") >= nodes):
             finish("Succeeded", SUCCEEDED, f"all {nodes} workers completed")
         elif _count(mine, "Running") + _count(mine, "Succeeded") >= nodes:

@@ -51,6 +51,12 @@ def parse(text: str | bytes) -> dict[str, Any] | None:
         read = {k: _tally(v) for k, v in tallies.items() if isinstance(k, str) and len(k) <= 63}
         if read and all(read.values()):
             out[BY_VERIFIER] = read
+    # A run of no steps, or a step past its end, is no position (an older trainer resumed at its last
+    # step said 0/0): it must not overwrite the position the status already has.
+    total = out.get("totalSteps")
+    if total is not None and (total < 1 or not 0 <= out.get("step", 0) <= total):
+        out.pop("step", None)
+        out.pop("totalSteps", None)
     return out or None
 
 

@@ -12,6 +12,7 @@ from vlmop.operator.api.common import (
     BaseStatus,
     JobPhase,
     KindInfo,
+    LastFailure,
     NetworkPolicy,
     Placement,
     RunPolicy,
@@ -280,7 +281,9 @@ class StageStatus(ApiModel):
     phase: str = Field(
         description="Waiting, Pending, Running, Restarting, Succeeded, Failed, Suspended or Skipped."
     )
-    restarts: int = Field(0, description="Whole-group restarts of this stage (against its backoffLimit).")
+    restarts: int = Field(0, description="Whole-group restarts of this stage.")
+    restarts_counted: int | None = Field(None, description="Of them, those counted against its backoffLimit.")
+    last_failure: LastFailure | None = Field(None, description="The stage's last failure and what it cost.")
     step: int | None = Field(None, description="Last reported step.")
     total_steps: int | None = Field(None, description="Steps of the stage.")
     loss: float | None = Field(None, description="Loss at the last reported step.")
@@ -305,6 +308,8 @@ class CascadeRLJobStatus(BaseStatus):
     )
     current_stage: str | None = Field(None, description="Name of the running stage.")
     restarts: int = Field(0, description="Whole-group restarts of all stages together.")
+    restarts_counted: int | None = Field(None, description="Of them, those counted against a backoffLimit.")
+    last_failure: LastFailure | None = Field(None, description="The last failure of any stage.")
     start_time: str | None = Field(None, description="When the job started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
     stages: list[StageStatus] = Field(
@@ -336,5 +341,6 @@ CASCADERLJOB = KindInfo(
         ("Stage", "string", ".status.currentStage"),
         ("Progress", "string", ".status.progress"),
         ("Restarts", "integer", ".status.restarts"),
+        ("Last Failure", "string", ".status.lastFailure.reason"),
     ),
 )

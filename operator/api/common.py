@@ -3,9 +3,10 @@ gang scheduling and the status conditions of the Kubernetes API conventions."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -111,10 +112,101 @@ class Placement(ApiModel):
     )
 
 
+FailureAction = Literal["Fail", "Restart", "RestartIgnoringBudget"]
+# What a failure can be matched on besides exit codes and messages: the container's terminated reason,
+# the pod's status reason, a True pod condition, and the classes the operator gives (failures.py).
+FailureReason = Literal[
+    "OOMKilled",
+    "Error",
+    "Evicted",
+    "Preempted",
+    "NodeLost",
+    "DisruptionTarget",
+    "Terminated",
+    "SavedOnSigterm",
+    "JobFailed",
+]
+
+
+class FailureRule(ApiModel):
+    """One rule: every matcher given must match (none given: any failure); the first matching rule acts."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # matches() compiles the pattern: one that does not compile fails the rule.
+                cel(
+                    "!has(self.onMessage) || "
+                    "(size(self.onMessage) > 0 && ('').matches(self.onMessage) in [true, false])",
+                    "onMessage must be a non-empty regular expression (RE2)",
+                    ".onMessage",
+                ),
+            ]
+        }
+    )
+
+    action: FailureAction = Field(
+        description="Fail (end the job now), Restart (the whole group, counted against backoffLimit) or "
+        "RestartIgnoringBudget (not counted: disruptions)."
+    )
+    on_exit_codes: list[int] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Matches when the failing container exited with one of these codes.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    on_reasons: list[FailureReason] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Matches any of these: OOMKilled, Error (a non-zero exit), Evicted, Preempted, NodeLost, "
+        "DisruptionTarget (the pod's condition), Terminated (stopped by SIGTERM), SavedOnSigterm (the "
+        "trainer saved and exited on SIGTERM), JobFailed (the attempt's Job failed without a failed pod to "
+        "say why).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    on_message: str | None = Field(
+        None,
+        max_length=1024,
+        description="A regular expression (RE2 syntax, searched) over the failing pod's termination message.",
+    )
+    stages: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="CascadeRLJob stage names the rule applies to; empty: every stage (and a PretrainJob).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @field_validator("on_message")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            re.compile(pattern)  # re.error is a ValueError: pydantic names the field
+        return pattern
+
+
+class FailurePolicy(ApiModel):
+    """What a failure costs. The rules come first; then the defaults: a disruption (eviction, preemption,
+    node loss, a save on SIGTERM) restarts without counting; a failure whose message is the same as the
+    previous attempt's fails the job at once (a bad flag will not fix itself); anything else restarts,
+    counted against backoffLimit."""
+
+    rules: list[FailureRule] = Field(
+        default_factory=list, max_length=32, description="Ordered rules; the first that matches decides."
+    )
+    fail_on_repeated_message: bool = Field(
+        True, description="Fail when an attempt fails with the same message as the attempt before it."
+    )
+
+
 class RunPolicy(ApiModel):
     """How long a job may run and how often it is restarted, as in Kubeflow Trainer's runPolicy."""
 
-    backoff_limit: int = Field(3, ge=0, description="Whole-group restarts allowed before the job fails.")
+    backoff_limit: int = Field(
+        3, ge=0, description="Whole-group restarts counted against the budget before the job fails."
+    )
+    failure_policy: FailurePolicy = sub(
+        FailurePolicy, "Which failures fail the job, restart it, or restart it without counting."
+    )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Wall-clock limit of the job; exceeded means Failed/DeadlineExceeded."
     )
@@ -216,6 +308,18 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(
         None, description="metadata.generation the condition was computed from."
     )
+
+
+class LastFailure(ApiModel):
+    """The last failure of a gang and what the failure policy made of it."""
+
+    reason: str = Field(description="Its class: OOMKilled, Error, a disruption's reason, JobFailed.")
+    message: str = Field(description="What the failing pod said (the end of it).")
+    exit_code: int | None = Field(None, description="The failing container's exit code.")
+    action: FailureAction = Field(
+        description="What the failure policy did: Fail, Restart, RestartIgnoringBudget."
+    )
+    time: str = Field(description="When it was seen (RFC 3339).", json_schema_extra={"format": "date-time"})
 
 
 class BaseStatus(ApiModel):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from vlmop.operator.api.common import BaseStatus, JobPhase, KindInfo, RunPolicy, Scheduling, cel, sub
+from vlmop.operator.api.common import (
+    BaseStatus,
+    JobPhase,
+    KindInfo,
+    LastFailure,
+    RunPolicy,
+    Scheduling,
+    cel,
+    sub,
+)
 from vlmop.operator.api.training import DataSource, ModelSource, Optimization, TrainerSpec
 
 
@@ -42,7 +51,9 @@ class PretrainJobStatus(BaseStatus):
     phase: JobPhase | None = Field(
         None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended."
     )
-    restarts: int = Field(0, description="Whole-group restarts so far (counted against backoffLimit).")
+    restarts: int = Field(0, description="Whole-group restarts so far.")
+    restarts_counted: int | None = Field(None, description="Of them, those counted against backoffLimit.")
+    last_failure: LastFailure | None = Field(None, description="The last failure and what it cost.")
     step: int | None = Field(None, description="Last optimizer step reported by rank 0.")
     total_steps: int | None = Field(None, description="Optimizer steps of the whole run.")
     loss: float | None = Field(None, description="Training loss at the last reported step.")
@@ -64,5 +75,6 @@ PRETRAINJOB = KindInfo(
         ("Progress", "string", ".status.progress"),
         ("Loss", "number", ".status.loss"),
         ("Restarts", "integer", ".status.restarts"),
+        ("Last Failure", "string", ".status.lastFailure.reason"),
     ),
 )

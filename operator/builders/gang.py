@@ -154,6 +154,11 @@ def worker_job(gang: Gang) -> Manifest:
             "completions": topo.nodes,
             "parallelism": topo.nodes,
             "backoffLimit": 0,  # one failed pod fails the attempt; restarts are whole-group
+            # A pod that is evicted, preempted or loses its node fails the Job saying so (the pod may be
+            # gone by the time the operator looks): the failure policy then restarts without counting.
+            "podFailurePolicy": {
+                "rules": [{"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            },
             # Kueue admits the workload by unsuspending the Job; otherwise it starts at once.
             "suspend": sched.gang == "kueue",
             "template": {

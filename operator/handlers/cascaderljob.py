@@ -48,6 +48,13 @@ def reconcile(
         logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
         kube.delete_owner(body, KIND.plural)
         return None
+    if int(decision.status.get("restarts") or 0) != int(current.get("restarts") or 0):
+        # The restart on record before the old attempt's Job goes (the write wakes the next round,
+        # which converges): an operator killed in between cannot bring the old attempt back.
+        report(decision, spec.metrics_port)
+        for type_, reason, message in decision.events:
+            kube.event(body, type_, reason, message)
+        return write_status(KIND, body, decision.status)
     desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
     keep = build.finished_jobs(body, decision.finished)
     try:

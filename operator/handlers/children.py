@@ -68,7 +68,37 @@ def worker_pods(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, Pod
             ip=status.get("podIP"),
             message=termination_message(status),
             deleting=meta.get("deletionTimestamp") is not None,
+            **termination(status),
         )
+    }
+
+
+USUAL_CONDITIONS = frozenset(
+    {"PodScheduled", "Initialized", "ContainersReady", "Ready", "PodReadyToStartContainers"}
+)
+
+
+def termination(status: kopf.Status) -> dict[str, Any]:
+    """What the failure policy matches: the first terminated container's exit code and reason, the
+    pod's status reason (Evicted, Preempted...), its unusual True conditions (DisruptionTarget) with
+    their reasons."""
+    done: dict[str, Any] = next(
+        (
+            c["state"]["terminated"]
+            for c in status.get("containerStatuses") or []
+            if (c.get("state") or {}).get("terminated")
+        ),
+        {},
+    )
+    conditions = set()
+    for c in status.get("conditions") or []:
+        if c.get("status") == "True" and c.get("type") not in USUAL_CONDITIONS:
+            conditions |= {c["type"], *([c["reason"]] if c.get("reason") else [])}
+    return {
+        "exit_code": done.get("exitCode"),
+        "reason": done.get("reason"),
+        "pod_reason": status.get("reason"),
+        "conditions": frozenset(conditions),
     }
 
 

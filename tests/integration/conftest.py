@@ -67,8 +67,21 @@ class Kubelet:
             names.append(pod["metadata"]["name"])
         return names
 
-    def set(self, pod: str, phase: str, message: str | None = None, exit_code: int = 0) -> None:
+    def set(
+        self,
+        pod: str,
+        phase: str,
+        message: str | None = None,
+        exit_code: int = 0,
+        reason: str | None = None,
+        conditions: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """`reason`: the pod's status reason (Evicted); `conditions`: True (type, reason) pairs."""
         status: dict[str, Any] = {"phase": phase, "podIP": "127.0.0.1"}
+        if reason:
+            status["reason"] = reason
+        if conditions:
+            status["conditions"] = [{"type": t, "status": "True", "reason": r} for t, r in conditions]
         if message is not None:
             terminated = {
                 "exitCode": exit_code,

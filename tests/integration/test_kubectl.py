@@ -83,7 +83,20 @@ def example(name: str, **renames: str) -> str:
 
 
 READY = {"type": "Ready", "status": "True", "reason": "Running", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-RUNNING = {"phase": "Running", "progress": "3/200", "loss": 2.5, "restarts": 1, "conditions": [READY]}
+EVICTED = {
+    "reason": "Evicted",
+    "message": "",
+    "action": "RestartIgnoringBudget",
+    "time": "2026-01-01T00:00:00Z",
+}
+RUNNING = {
+    "phase": "Running",
+    "progress": "3/200",
+    "loss": 2.5,
+    "restarts": 1,
+    "conditions": [READY],
+    "lastFailure": EVICTED,
+}
 
 
 # ---- discovery, Tables, OpenAPI --------------------------------------------------------------
@@ -126,9 +139,9 @@ def test_get_prints_the_printer_columns(kube: Kubectl) -> None:
     kube("apply", "-f", "-", stdin=example("pretrainjob", **{"tiny-pretrain": "columns"}))
     kube.set_status("pretrainjobs", "columns", RUNNING)
     header, row = kube("get", "pretrainjobs", "columns").splitlines()
-    assert header.split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "RESTARTS", "AGE"]
-    assert row.split()[:5] == ["columns", "Running", "3/200", "2.5", "1"]
-    assert row.split()[5].endswith("s")  # the age: 0s, 12s, ...
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "RESTARTS", "LAST", "FAILURE", "AGE"]
+    assert row.split()[:6] == ["columns", "Running", "3/200", "2.5", "1", "Evicted"]
+    assert row.split()[6].endswith("s")  # the age: 0s, 12s, ...
     labelled = kube("get", "ptj", "columns", "--show-labels", "--sort-by=.metadata.name")
     assert "LABELS" in labelled and "<none>" in labelled
 
@@ -176,7 +189,7 @@ def test_get_watch_prints_rows_as_they_change(kube: Kubectl) -> None:
     seen.set()
     watch.terminate()
     watch.wait(10)
-    assert lines[0] == ["NAME", "PHASE", "PROGRESS", "LOSS", "RESTARTS", "AGE"]
+    assert lines[0] == ["NAME", "PHASE", "PROGRESS", "LOSS", "RESTARTS", "LAST", "FAILURE", "AGE"]
     assert lines[1][0] == "watched" and lines[2][:2] == ["watched", "Running"]
 
 

@@ -131,6 +131,57 @@ def test_backoff_limit_exceeded_fails_with_the_pod_message(
     cluster.wait(lambda: kubelet.jobs("fragile") == [], 30, "the failed attempt's workers to stop")
 
 
+def test_failure_policy_disruptions_are_free_a_repeated_failure_fails_fast_a_rule_fails_at_once(
+    cluster: LocalCluster, examples: dict[str, Any], podgroups: None, kubelet: Any, wait_for: Any
+) -> None:
+    cluster.apply(job_doc(examples, "policy", backoffLimit=1))
+    wait_for(PRETRAINJOB, "policy", "workers created", phase="Pending")
+
+    # Preempted (the scheduler's DisruptionTarget): a restart that costs no budget.
+    pods = kubelet.start("policy-r0")
+    kubelet.set(
+        pods[1], "Failed", "", exit_code=143, conditions=(("DisruptionTarget", "PreemptionByScheduler"),)
+    )
+    wait_for(PRETRAINJOB, "policy", "a free restart", phase="Restarting", restarts=1, restartsCounted=0)
+    # Evicted by the kubelet (memory pressure): free again.
+    cluster.wait(lambda: kubelet.jobs("policy") == ["policy-r1"], 30, "attempt r1")
+    pods = kubelet.start("policy-r1")
+    kubelet.set(pods[0], "Failed", "", exit_code=137, reason="Evicted")
+    status = wait_for(PRETRAINJOB, "policy", "another free restart", restarts=2, restartsCounted=0)
+    assert (
+        status["lastFailure"]["reason"] == "Evicted"
+        and status["lastFailure"]["action"] == "RestartIgnoringBudget"
+    )
+
+    # A bad flag: counted once, then the same message fails the job (not another backoffLimit's worth).
+    for attempt in ("policy-r2", "policy-r3"):
+        cluster.wait(lambda a=attempt: kubelet.jobs("policy") == [a], 30, attempt)  # type: ignore[misc]
+        pods = kubelet.start(attempt)
+        pid = f"4{attempt[-1]}1"
+        report = '{"step": 0, "message": "ValueError: unknown flag --lr-shedule (pid %s)"}'.replace("%s", pid)
+        kubelet.set(pods[0], "Failed", report, exit_code=1)
+    failed = wait_for(PRETRAINJOB, "policy", "failed fast", phase="Failed")
+    condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
+    assert (
+        condition["reason"] == "FailurePolicy"
+        and "the same failure as the attempt before" in condition["message"]
+    )
+    assert (failed["restarts"], failed["restartsCounted"]) == (3, 1)
+    assert (
+        failed["lastFailure"]["message"].startswith("ValueError: unknown flag")
+        and failed["lastFailure"]["exitCode"] == 1
+    )
+
+    # A rule: exit code 3 (the user's "data is corrupt") fails at once.
+    rules = {"rules": [{"action": "Fail", "onExitCodes": [3]}]}
+    cluster.apply(job_doc(examples, "strict", failurePolicy=rules))
+    wait_for(PRETRAINJOB, "strict", "workers created", phase="Pending")
+    kubelet.set(kubelet.start("strict-r0")[1], "Failed", "corrupt shard 17", exit_code=3)
+    failed = wait_for(PRETRAINJOB, "strict", "failed by the rule", phase="Failed", restarts=0)
+    assert "failed by rule 0" in next(c for c in failed["conditions"] if c["type"] == "Failed")["message"]
+    assert failed["lastFailure"]["reason"] == "Error" and failed["lastFailure"]["action"] == "Fail"
+
+
 def test_suspend_stops_workers_and_resume_starts_them(
     cluster: LocalCluster, examples: dict[str, Any], podgroups: None, kubelet: Any, wait_for: Any
 ) -> None:

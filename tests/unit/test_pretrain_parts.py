@@ -145,6 +145,20 @@ def test_progress_contract_between_trainer_and_operator() -> None:
     for junk in ("not json", "[1, 2]", '{"step": "five"}', '{"loss": NaN}', b"\xff\xfe"):
         assert progress.parse(junk) is None
     assert progress.parse(json.dumps({"step": 1, "latestCheckpoint": "x" * 5000})) == {"step": 1}
+    # A trainer resumed at its last step used to say 0/0 beside its checkpoint: no position, the
+    # checkpoint still taken; nor is a step past the end.
+    resumed = {"step": 0, "totalSteps": 0, "latestCheckpoint": "/c/step-120"}
+    assert progress.parse(json.dumps(resumed)) == {"latestCheckpoint": "/c/step-120"}
+    assert progress.parse(json.dumps({"step": 130, "totalSteps": 120, "loss": 1.0})) == {"loss": 1.0}
+    assert progress.parse(json.dumps({"step": 0, "totalSteps": 120})) == {"step": 0, "totalSteps": 120}
+
+
+def test_a_resumed_reporter_says_where_the_run_stands_before_its_first_step() -> None:
+    reporter = Reporter()
+    reporter.checkpointed(120, "/c/step-120")
+    reporter.resumed(120, 120)  # resumed at the last step: no step left to take
+    assert progress.parse(json.dumps(reporter.snapshot())) == {
+        "step": 120, "totalSteps": 120, "latestCheckpoint": "/c/step-120"}  # fmt: skip
 
 
 def test_rl_figures_reach_the_operator_bounded() -> None:

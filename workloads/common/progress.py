@@ -29,6 +29,7 @@ class Progress:
     mfu: float | None = None
     latest_checkpoint: str | None = None
     message: str | None = None
+    reason: str | None = None  # why it ended, for the operator's failure policy (SavedOnSigterm)
     extra: dict[str, Any] = field(default_factory=dict)  # a trainer's own fields (GSPO: rewards)
 
     def to_json(self) -> dict[str, Any]:
@@ -40,6 +41,7 @@ class Progress:
             "mfu": self.mfu,
             "latestCheckpoint": self.latest_checkpoint,
             "message": self.message,
+            "reason": self.reason,
         }
         return {k: v for k, v in {**self.extra, **raw}.items() if v is not None}
 
@@ -78,6 +80,14 @@ class Reporter:
             self.mfu.set(progress.mfu)
         if tokens is not None:
             self.tokens.set(tokens)
+
+    def resumed(self, step: int, total_steps: int) -> None:
+        """Where a (re)started run stands before its first step: a run resumed at its last step trains
+        none, and must still say how far it got."""
+        with self._lock:
+            self.progress.step, self.progress.total_steps = step, total_steps
+        self.step.set(step)
+        self.total.set(total_steps)
 
     def checkpointed(self, step: int, path: str) -> None:
         with self._lock:
@@ -119,10 +129,10 @@ class Reporter:
             self._server.shutdown()
             self._server.server_close()
 
-    def terminate(self, message: str | None = None) -> None:
+    def terminate(self, message: str | None = None, reason: str | None = None) -> None:
         """Write the final progress as the termination message."""
         with self._lock:
-            self.progress.message = message
+            self.progress.message, self.progress.reason = message, reason
             report = self.progress.to_json()
         write_termination_message(report)
 

@@ -280,6 +280,8 @@ class Trainer:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         cfg = self.cfg
         self.resume()
+        if self.reporter:
+            self.reporter.resumed(self.step, cfg.total_steps)
         if self.reporter and cfg.metrics_port:
             try:
                 self.reporter.serve(cfg.metrics_port)
@@ -303,7 +305,7 @@ class Trainer:
                 ):
                     self.save()
                 if self.stop_requested:
-                    self._finish(f"stopped by SIGTERM after saving step {self.step}")
+                    self._finish(f"stopped by SIGTERM after saving step {self.step}", "SavedOnSigterm")
                     return SIGTERM_EXIT
         except Exception as error:
             self._finish(f"{type(error).__name__}: {error}")
@@ -338,9 +340,9 @@ class Trainer:
             with self.cfg.log_file.open("a") as f:
                 f.write(json.dumps(line) + "\n")
 
-    def _finish(self, message: str | None) -> None:
+    def _finish(self, message: str | None, reason: str | None = None) -> None:
         if self.reporter:
-            self.reporter.terminate(message)
+            self.reporter.terminate(message, reason)
 
     def _on_sigterm(self, *_: Any) -> None:
         log.warning("SIGTERM: saving a checkpoint at the end of this step, then exiting")
