@@ -40,6 +40,7 @@ def rows(spec: CascadeRLJobSpec, status: Mapping[str, Any]) -> list[dict[str, An
         row = dict(stored.get(stage.name) or {})
         row.update(name=stage.name, kind=stage.kind)
         row.setdefault("restarts", 0)
+        row.setdefault("restartsCounted", row["restarts"])  # rows from before the failure policy: all counted
         if stage.skip:
             row["phase"] = "Skipped"
         elif row.get("phase") in (None, "Skipped"):
@@ -66,7 +67,8 @@ def decide(
     current = pending[0] if pending else active[-1]
     row = table[current]
     attempt = int(row["restarts"])
-    view = {**status, "restarts": attempt, "restartsCounted": int(row.get("restartsCounted", attempt)),
+    # The gang's own counts and last failure are the stage's, not the job's totals.
+    view = {**status, "restarts": attempt, "restartsCounted": row["restartsCounted"],
             "lastFailure": row.get("lastFailure")}  # fmt: skip
     gang = lifecycle.decide(
         policy=spec.run_policy.model_copy(update={"backoff_limit": spec.stages[current].backoff_limit}),
@@ -97,8 +99,7 @@ def decide(
     if out["phase"] in lifecycle.TERMINAL:
         decision.current, decision.workers = None, False
     out.update(stages=table, restarts=sum(int(r["restarts"]) for r in table))
-    if any("restartsCounted" in r for r in table):
-        out["restartsCounted"] = sum(int(r.get("restartsCounted", r["restarts"])) for r in table)
+    out["restartsCounted"] = sum(int(r["restartsCounted"]) for r in table)
     out["currentStage"] = table[decision.current]["name"] if decision.current is not None else None
     return decision
 

@@ -117,3 +117,24 @@ def test_suspension_stops_the_current_stage(examples: dict[str, Any]) -> None:
     d = step(spec, status)
     assert (d.current, d.workers, d.status["phase"]) == (1, False, "Suspended")
     assert phases(d)["gspo"] == "Suspended" and conditions(d)["Suspended"][0] == "True"
+
+
+def test_a_failure_rule_names_its_stage_and_counts_stay_per_stage(examples: dict[str, Any]) -> None:
+    rules = {"failurePolicy": {"rules": [{"action": "Fail", "onExitCodes": [3], "stages": ["gspo"]}]}}
+    spec = spec_of(examples, runPolicy=rules)
+    mpo = JobView("crl-s0-r0", "u0")
+    crash = PodView("crl-s0-r0-0", "u0", 0, "Failed", "10.0.0.1", "bad shard", exit_code=3)
+    d = step(spec, step(spec, {}).status, (0, 0, mpo), [crash])  # not gspo: the default, a counted restart
+    mpo_row = d.status["stages"][0]
+    assert (mpo_row["phase"], mpo_row["restarts"], mpo_row["restartsCounted"]) == ("Restarting", 1, 1)
+    assert mpo_row["lastFailure"]["exitCode"] == 3 and d.status["restartsCounted"] == 1
+
+    done = {"phase": "Running", "stages": [{"name": "mpo", "phase": "Succeeded", "restarts": 1},
+                                           {"name": "gspo", "phase": "Running"}]}  # fmt: skip
+    gspo = JobView("crl-s1-r0", "u1")
+    crash = PodView("crl-s1-r0-0", "u1", 0, "Failed", "10.0.0.1", "bad shard", exit_code=3)
+    d = step(spec, done, (1, 0, gspo), [crash])
+    failed = next(c for c in d.status["conditions"] if c["type"] == "Failed")
+    assert (d.status["phase"], failed["reason"]) == ("Failed", "FailurePolicy")
+    assert failed["message"].startswith("stage gspo:") and "failed by rule 0" in failed["message"]
+    assert d.status["stages"][1]["restarts"] == 0 and d.status["restartsCounted"] == 1  # mpo's, from before

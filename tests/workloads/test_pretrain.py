@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vlmop.operator import progress
+from vlmop.operator import failures, progress
 from vlmop.operator.localapi.loopback import free_port
 
 STEPS = 12
@@ -128,9 +129,23 @@ def test_zero3_matches_zero2_and_sigterm_saves_then_resumes(
     message = json.loads((tmp_path / "termination-log").read_text())
     stopped = message["step"]
     assert message["message"] == f"stopped by SIGTERM after saving step {stopped}"
+    # ... and says it saved: the operator's failure policy restarts without counting it.
+    assert message["reason"] == "SavedOnSigterm"
+    assert failures.of_pod(json.dumps(message), 1, "Error", None, frozenset()).disruption
     assert f"step-{stopped:08d}" in checkpoints(tmp_path)  # saved at the step it stopped on
     assert finish(tmp_path, launch(tmp_path, *args)) == 0
     assert losses(tmp_path) == pytest.approx(losses(zero2), rel=1e-4)
+
+
+def test_a_run_resumed_at_its_last_step_says_it_is_done(corpus: Path, zero2: Path, tmp_path: Path) -> None:
+    # The group restarted after the final checkpoint (a worker killed before its pod ended): rank 0
+    # resumes at the last step, trains none, and its report still says where the run stands.
+    shutil.copytree(zero2 / "ckpt", tmp_path / "ckpt")
+    proc = launch(tmp_path, "--data", str(corpus), "--zero-stage", "2", *COMMON)
+    assert proc.wait(240) == 0, (tmp_path / "train.log").read_text(errors="replace")[-3000:]
+    final = progress.parse((tmp_path / "termination-log").read_text())
+    assert final and (final["step"], final["totalSteps"]) == (STEPS, STEPS)
+    assert final["latestCheckpoint"].endswith(f"step-{STEPS:08d}")
 
 
 def test_vision_language_model_loads_from_a_checkpoint_and_trains_on_image_text(tmp_path: Path) -> None:
