@@ -18,19 +18,25 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator import status
-from vlmop.operator.builders.common import HASH, Manifest
+from vlmop.operator.builders.common import COMPANION_OF, HASH, Manifest
 
 _client: kubernetes.client.ApiClient | None = None
 # Kinds whose spec cannot be patched in place (a Job's pod template is immutable): replaced instead.
-IMMUTABLE = frozenset({"Job", "PodGroup"})
+IMMUTABLE = frozenset({"Job", "PodGroup", "Workload", "CompositePodGroup"})
 # An API found missing is asked for again only after this long.
 MISSING_RECHECK_SECONDS = 60.0
 _missing: dict[str, float] = {}
 # Kinds the operator does not index (their CRDs may be absent): created with their Job, deleted with it.
-COMPANIONS = frozenset({"PodGroup"})
+# A companion belongs to the Job its COMPANION_OF annotation names, else to the Job of its own name.
+COMPANIONS = frozenset({"PodGroup", "Workload", "CompositePodGroup"})
 # Kinds an add-on serves, and what to do when it is missing.
 OPTIONAL = {
-    "PodGroup": "install its scheduler (Volcano or scheduler-plugins) or change spec.scheduling.gang",
+    "PodGroup": "install its scheduler (Volcano or scheduler-plugins), enable Kubernetes' GenericWorkload "
+    "feature gate (scheduling.k8s.io/v1beta1), or change spec.scheduling.gang",
+    "Workload": "enable Kubernetes' GenericWorkload feature gate (scheduling.k8s.io/v1beta1) or change "
+    "spec.scheduling.gang",
+    "CompositePodGroup": "enable Kubernetes' CompositePodGroup feature gate (scheduling.k8s.io/v1alpha3) or "
+    "change spec.scheduling.gang",
     "ScaledObject": "install KEDA or change spec.autoscaling.mode",
 }
 
@@ -136,8 +142,9 @@ def converge(
     writes = 0
     for key, child in have.items():
         if key not in want:
-            for companion in companions if child.kind == "Job" else []:
-                delete(companion["apiVersion"], companion["kind"], namespace, child.name)
+            for companion in companions if child.kind == "Job" else []:  # named as the new Job's are
+                job, name = companion_of(companion), companion["metadata"]["name"]
+                delete(companion["apiVersion"], companion["kind"], namespace, child.name + name[len(job) :])
             delete(child.api_version, child.kind, namespace, child.name)
             writes += 1
     for key, manifest in want.items():
@@ -152,7 +159,7 @@ def converge(
             if current:
                 delete(current.api_version, current.kind, namespace, current.name)
             for companion in companions if manifest["kind"] == "Job" else []:
-                if companion["metadata"]["name"] == manifest["metadata"]["name"]:
+                if companion_of(companion) == manifest["metadata"]["name"]:
                     create_optional(companion)  # before the Job, so its pods find their group
             if manifest["kind"] in OPTIONAL:
                 create_optional(manifest)
@@ -160,6 +167,12 @@ def converge(
                 create(manifest)
         writes += 1
     return writes
+
+
+def companion_of(manifest: Manifest) -> str:
+    """The Job a companion is created before and deleted with."""
+    meta = manifest["metadata"]
+    return str((meta.get("annotations") or {}).get(COMPANION_OF, meta["name"]))
 
 
 # Statuses worth another try soon: conflicts, throttling, server errors.

@@ -231,10 +231,13 @@ class Scheduling(ApiModel):
         }
     )
 
-    gang: Literal["none", "volcano", "coscheduling", "kueue"] = Field(
+    gang: Literal["none", "volcano", "coscheduling", "kueue", "kubernetes"] = Field(
         "none",
         description="none; volcano (Volcano PodGroup); coscheduling (scheduler-plugins PodGroup); "
-        "kueue (queue-name label, the job created suspended until admitted).",
+        "kueue (queue-name label, the job created suspended until admitted); kubernetes (Kubernetes "
+        "1.37's own gang scheduling: a scheduling.k8s.io/v1beta1 Workload and PodGroup per attempt, the "
+        "GenericWorkload feature gate; a gspo stage's trainer and rollout pool as one composite gang, "
+        "which needs v1alpha3's CompositePodGroup).",
     )
     queue_name: str | None = Field(None, description="Volcano queue or Kueue LocalQueue name.")
     priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")

@@ -7,6 +7,7 @@ model pools run beside the gang; they go when the stage ends."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -265,13 +266,19 @@ def children(
     if current is None or not workers:
         return out
     gang = stage_gang(owner, spec, current, attempt)
-    group = gangs.pod_group(gang)
-    out += [group] if group else []
+    stage = spec.stages[current]
+    # A gspo stage's trainer and rollout pool start together or not at all (one composite gang), so
+    # neither holds GPUs waiting for the other.
+    members = {ROLLOUT: stage.rollout.replicas} if stage.kind == "gspo" and stage.rollout else {}
+    native = spec.scheduling.gang == "kubernetes"
+    out += gangs.pod_groups(gang, members)
     job = gangs.worker_job(gang)
     out.append(job)
-    stage = spec.stages[current]
     if stage.kind == "gspo":
-        served = [rollout_pool(owner, spec, current), *verifier_pools(owner, stage).values()]
+        rollout = rollout_pool(owner, spec, current)
+        if native:
+            rollout = dataclasses.replace(rollout, scheduling_group=f"{gang.job}-{ROLLOUT}")
+        served = [rollout, *verifier_pools(owner, stage).values()]
         for p in served:
             out += [pools.deployment(p), pools.service(p)]
         # Only this gang's pods may publish weights to the rollout servers or call the verifiers.

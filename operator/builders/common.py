@@ -15,6 +15,7 @@ OWNER_KIND = "vlmop.io/owner-kind"
 OWNER_NAME = "vlmop.io/owner-name"
 COMPONENT = "app.kubernetes.io/component"
 HASH = "vlmop.io/desired-hash"
+COMPANION_OF = "vlmop.io/companion-of"  # the Job a gang object is created before and deleted with
 
 
 def owner_labels(owner: Mapping[str, Any]) -> dict[str, str]:

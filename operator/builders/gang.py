@@ -1,5 +1,6 @@
 """A gang of torchrun workers: a headless Service for rendezvous, an Indexed Job with one pod per node,
-and the PodGroup (Volcano or scheduler-plugins) or Kueue label that makes them start together.
+and the PodGroup (Volcano, scheduler-plugins or Kubernetes' own with its Workload) or Kueue label that
+makes them start together.
 
 Each whole-group restart is a new Job named <owner>[-<group>]-r<attempt>, so the pods of a failed
 attempt never mix with the next one and MASTER_ADDR (pod 0's stable DNS name) changes with the attempt."""
@@ -12,7 +13,7 @@ from typing import Any
 
 from vlmop.operator.api.common import EnvVar, Scheduling, Volume
 from vlmop.operator.api.training import Topology
-from vlmop.operator.builders.common import Manifest, owned, owner_labels, restricted_security
+from vlmop.operator.builders.common import COMPANION_OF, Manifest, owned, owner_labels, restricted_security
 
 MASTER_PORT = 29500
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -24,6 +25,8 @@ VOLCANO_ANNOTATION = "scheduling.k8s.io/group-name"
 # SIGTERM gives the trainer this long to finish a checkpoint before the kubelet kills it.
 GRACE_SECONDS = 300
 DEFAULT_SCHEDULER = {"volcano": "volcano", "coscheduling": "scheduler-plugins-scheduler"}
+NATIVE, NATIVE_COMPOSITE = "scheduling.k8s.io/v1beta1", "scheduling.k8s.io/v1alpha3"
+WORKERS, COMPOSITE = "workers", "gang"  # the Workload's template names
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,16 @@ def headless_service(gang: Gang) -> Manifest:
     )
 
 
+def pod_groups(gang: Gang, members: Mapping[str, int] | None = None) -> list[Manifest]:
+    """What makes the gang start together: a Volcano or scheduler-plugins PodGroup, or Kubernetes'
+    own Workload and PodGroup. `members`: other groups that must start with it (a rollout pool's
+    minimum replicas, by name): with the kubernetes gang, one composite gang over all of them."""
+    if gang.scheduling.gang == "kubernetes":
+        return native_gang(gang, members or {})
+    group = pod_group(gang)
+    return [group] if group else []
+
+
 def pod_group(gang: Gang) -> Manifest | None:
     sched, nodes = gang.scheduling, gang.topology.nodes
     if sched.gang == "volcano":
@@ -99,6 +112,59 @@ def pod_group(gang: Gang) -> Manifest | None:
         return None
     manifest = {"apiVersion": api, "kind": "PodGroup", "metadata": {"name": gang.job}, "spec": spec}
     return owned(gang.owner, manifest, gang.component)
+
+
+def native_gang(gang: Gang, members: Mapping[str, int]) -> list[Manifest]:
+    """Kubernetes 1.37's gang scheduling (scheduling.k8s.io/v1beta1, the GenericWorkload gate): a
+    Workload per attempt with a gang template for the workers (minCount = nodes) and a PodGroup of it
+    that the pods name in spec.schedulingGroup. With `members`, the Workload's template is a composite
+    (all-or-nothing over every group, v1alpha3's CompositePodGroup) holding the workers' group and one
+    per member, `<job>-<member>`."""
+    sched, job = gang.scheduling, gang.job
+    priority = {"priorityClassName": sched.priority_class_name} if sched.priority_class_name else {}
+    groups = {WORKERS: gang.topology.nodes, **members}
+    templates = [{"name": name, "schedulingPolicy": {"gang": {"minCount": count}}, **priority}
+                 for name, count in groups.items()]  # fmt: skip
+    owner = gang.owner
+    workload_spec: dict[str, Any] = {
+        "controllerRef": {
+            "apiGroup": owner["apiVersion"].split("/")[0],
+            "kind": owner["kind"],
+            "name": gang.name,
+        },
+    }
+    if members:
+        workload_spec["compositePodGroupTemplates"] = [
+            {
+                "name": COMPOSITE,
+                "schedulingPolicy": {"gang": {"minGroupCount": len(groups)}},
+                "podGroupTemplates": templates,
+                **priority,
+            }
+        ]
+    else:
+        workload_spec["podGroupTemplates"] = templates
+    out: list[Manifest] = [
+        {"apiVersion": NATIVE, "kind": "Workload", "metadata": {"name": job}, "spec": workload_spec}
+    ]
+    if members:
+        composite = {"workloadRef": {"workloadName": job, "templateName": COMPOSITE},
+                     "schedulingPolicy": {"gang": {"minGroupCount": len(groups)}}, **priority}  # fmt: skip
+        out.append({"apiVersion": NATIVE_COMPOSITE, "kind": "CompositePodGroup", "metadata": {"name": job},
+                    "spec": composite})  # fmt: skip
+    for name, count in groups.items():
+        spec: dict[str, Any] = {
+            "schedulingPolicy": {"gang": {"minCount": count}},
+            "workloadRef": {"workloadName": job, "templateName": name},
+            **priority,
+        }
+        if members:
+            spec["parentCompositePodGroupName"] = job
+        group_name = job if name == WORKERS else f"{job}-{name}"
+        out.append({"apiVersion": NATIVE, "kind": "PodGroup", "metadata": {"name": group_name}, "spec": spec})
+    for manifest in out:  # created before the Job and deleted with it (kube.converge)
+        manifest["metadata"]["annotations"] = {COMPANION_OF: job}
+    return [owned(owner, m, gang.component) for m in out]
 
 
 def worker_job(gang: Gang) -> Manifest:
@@ -145,6 +211,8 @@ def worker_job(gang: Gang) -> Manifest:
         "schedulerName": sched.scheduler_name or DEFAULT_SCHEDULER.get(sched.gang),
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
+    if sched.gang == "kubernetes":
+        pod_spec["schedulingGroup"] = {"podGroupName": gang.job}
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -39,6 +39,7 @@ class Pool:
     headless: bool = False
     mounts: list[Volume] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    scheduling_group: str | None = None  # a Kubernetes PodGroup its pods belong to (a composite gang)
 
 
 def selector(pool: Pool) -> dict[str, str]:
@@ -87,6 +88,7 @@ def deployment(pool: Pool) -> Manifest:
         "nodeSelector": place.node_selector or None,
         "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in place.tolerations] or None,
         "serviceAccountName": place.service_account_name,
+        "schedulingGroup": {"podGroupName": pool.scheduling_group} if pool.scheduling_group else None,
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
     labels = {**selector(pool), MANAGED_BY: "vlmop"}  # no owner-kind: not in the worker-pods index

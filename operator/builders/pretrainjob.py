@@ -40,9 +40,7 @@ def children(owner: Mapping[str, Any], spec: PretrainJobSpec, attempt: int, work
     gang = trainer_gang(owner, spec, attempt)
     out = [gangs.headless_service(gang), config_map(owner, spec)]
     if workers:
-        group = gangs.pod_group(gang)
-        out += [group] if group else []
-        out.append(gangs.worker_job(gang))
+        out += [*gangs.pod_groups(gang), gangs.worker_job(gang)]
     return out
 
 

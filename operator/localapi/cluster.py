@@ -30,14 +30,16 @@ def kind_of(doc: dict[str, Any]) -> KindInfo:
     raise ValueError(f"not a vlmop resource: {doc.get('apiVersion')}/{doc.get('kind')}")
 
 
-def podgroup_crd(group: str, version: str) -> dict[str, Any]:
-    """A schemaless PodGroup CRD, standing in for what Volcano or scheduler-plugins install."""
-    names = {"kind": "PodGroup", "plural": "podgroups", "singular": "podgroup", "listKind": "PodGroupList"}
+def podgroup_crd(group: str, version: str, kind: str = "PodGroup") -> dict[str, Any]:
+    """A schemaless PodGroup CRD, standing in for what Volcano or scheduler-plugins install (or, with
+    another `kind`, for an API such as Kubernetes' own Workload that this server does not serve)."""
+    singular = kind.lower()
+    names = {"kind": kind, "plural": f"{singular}s", "singular": singular, "listKind": f"{kind}List"}
     schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"podgroups.{group}"},
+        "metadata": {"name": f"{singular}s.{group}"},
         "spec": {
             "group": group,
             "scope": "Namespaced",

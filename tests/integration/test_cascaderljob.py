@@ -12,10 +12,10 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiException, AppsV1Api, NetworkingV1Api
+from kubernetes.client import ApiException, ApiextensionsV1Api, AppsV1Api, CustomObjectsApi, NetworkingV1Api
 
 from vlmop.operator.api import CASCADERLJOB
-from vlmop.operator.localapi.cluster import LocalCluster
+from vlmop.operator.localapi.cluster import LocalCluster, podgroup_crd
 from vlmop.workloads.common.progress import Progress, Reporter
 
 NS = "default"
@@ -126,3 +126,64 @@ def test_a_lone_gspo_stage_needs_a_claim_to_share_weights(
         cluster.apply(doc)
     assert error.value.status == 422
     assert "set weightSync.claimName or checkpoint.claimName" in str(error.value.body)
+
+
+def test_a_gspo_stage_is_one_composite_kubernetes_gang_with_its_rollout_pool(
+    cluster: LocalCluster, examples: dict[str, Any], kubelet: Any, wait_for: Any
+) -> None:
+    # CRDs stand in for Kubernetes 1.37's built-in kinds, which this API server does not serve.
+    extensions = ApiextensionsV1Api(cluster.client)
+    for version, kind in (
+        ("v1beta1", "Workload"),
+        ("v1beta1", "PodGroup"),
+        ("v1alpha3", "CompositePodGroup"),
+    ):
+        extensions.create_custom_resource_definition(podgroup_crd("scheduling.k8s.io", version, kind))  # type: ignore[arg-type]
+    doc = copy.deepcopy(examples["cascaderljob"])
+    doc["metadata"]["name"] = "gang"
+    doc["spec"]["scheduling"] = {"gang": "kubernetes"}
+    doc["spec"]["stages"][0]["skip"] = True  # straight to gspo, from a checkpoint vLLM can serve
+    doc["spec"]["model"] = {"path": "/models/tiny"}
+    cluster.apply(doc)
+    wait_for(CASCADERLJOB, "gang", "the gspo stage's gang", currentStage="gspo")
+    cluster.wait(lambda: kubelet.jobs("gang") == ["gang-s1-r0"], 30, "attempt r0")
+    custom = CustomObjectsApi(cluster.client)
+
+    def native(version: str, plural: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = custom.get_namespaced_custom_object(
+            "scheduling.k8s.io", version, NS, plural, name
+        )
+        return found
+
+    replicas = doc["spec"]["stages"][1]["rollout"].get("replicas", 1)
+    (composite,) = native("v1beta1", "workloads", "gang-s1-r0")["spec"]["compositePodGroupTemplates"]
+    assert composite["schedulingPolicy"] == {"gang": {"minGroupCount": 2}}
+    groups = [(t["name"], t["schedulingPolicy"]["gang"]["minCount"]) for t in composite["podGroupTemplates"]]
+    assert groups == [("workers", 1), ("rollout", replicas)]
+    assert (
+        native("v1alpha3", "compositepodgroups", "gang-s1-r0")["spec"]["workloadRef"]["templateName"]
+        == "gang"
+    )
+    for group in ("gang-s1-r0", "gang-s1-r0-rollout"):
+        assert native("v1beta1", "podgroups", group)["spec"]["parentCompositePodGroupName"] == "gang-s1-r0"
+    assert kubelet.job("gang-s1-r0").spec.template.spec.scheduling_group.pod_group_name == "gang-s1-r0"
+    rollout = AppsV1Api(cluster.client).read_namespaced_deployment("gang-rollout", NS)
+    assert rollout.spec.template.spec.scheduling_group.pod_group_name == "gang-s1-r0-rollout"
+
+    # The trainer fails: the next attempt's composite gang replaces this one's, every piece of it.
+    (trainer,) = kubelet.start("gang-s1-r0", nodes=1)
+    kubelet.set(trainer, "Failed", "RuntimeError: NCCL timeout", exit_code=1)
+    cluster.wait(lambda: kubelet.jobs("gang") == ["gang-s1-r1"], 30, "attempt r1")
+    assert (
+        native("v1beta1", "podgroups", "gang-s1-r1-rollout")["spec"]["parentCompositePodGroupName"]
+        == "gang-s1-r1"
+    )
+    gone = [
+        ("v1beta1", "workloads", "gang-s1-r0"),
+        ("v1beta1", "podgroups", "gang-s1-r0"),
+        ("v1beta1", "podgroups", "gang-s1-r0-rollout"),
+        ("v1alpha3", "compositepodgroups", "gang-s1-r0"),
+    ]
+    for version, plural, name in gone:
+        with pytest.raises(ApiException, match="Not Found"):
+            native(version, plural, name)

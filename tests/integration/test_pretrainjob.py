@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiException, CustomObjectsApi
+from kubernetes.client import ApiException, ApiextensionsV1Api, CustomObjectsApi
 
 from vlmop.operator.api import PRETRAINJOB
 from vlmop.operator.localapi.cluster import LocalCluster, podgroup_crd
@@ -23,8 +23,6 @@ G, V, NS = "vlmop.io", "v1alpha1", "default"
 
 @pytest.fixture(scope="module")
 def podgroups(cluster: LocalCluster) -> None:
-    from kubernetes.client import ApiextensionsV1Api
-
     # What installing scheduler-plugins adds, so the coscheduling example gets its PodGroup.
     crd = podgroup_crd("scheduling.x-k8s.io", "v1alpha1")
     ApiextensionsV1Api(cluster.client).create_custom_resource_definition(crd)  # type: ignore[arg-type]
@@ -180,6 +178,57 @@ def test_failure_policy_disruptions_are_free_a_repeated_failure_fails_fast_a_rul
     failed = wait_for(PRETRAINJOB, "strict", "failed by the rule", phase="Failed", restarts=0)
     assert "failed by rule 0" in next(c for c in failed["conditions"] if c["type"] == "Failed")["message"]
     assert failed["lastFailure"]["reason"] == "Error" and failed["lastFailure"]["action"] == "Fail"
+
+
+def test_kubernetes_gang_waits_for_its_api_then_makes_a_workload_and_podgroup_per_attempt(
+    cluster: LocalCluster, examples: dict[str, Any], kubelet: Any, wait_for: Any
+) -> None:
+    doc = job_doc(examples, "native")
+    doc["spec"]["scheduling"] = {"gang": "kubernetes", "priorityClassName": "training"}
+    cluster.apply(doc)
+    waiting = wait_for(PRETRAINJOB, "native", "the missing API said", phase="Pending")
+    cluster.wait(lambda: "GenericWorkload" in progressing(cluster, "native"), 30, "GangSchedulerMissing")
+    assert kubelet.jobs("native") == []  # no Job without its gang: it would start piecemeal
+    assert waiting["restarts"] == 0
+
+    # The API appears (CRDs stand in for the built-in scheduling.k8s.io/v1beta1 kinds here); a fresh
+    # operator creates the Workload, then its PodGroup, then the Job whose pods name the group.
+    extensions = ApiextensionsV1Api(cluster.client)
+    for kind in ("Workload", "PodGroup"):
+        extensions.create_custom_resource_definition(podgroup_crd("scheduling.k8s.io", "v1beta1", kind))  # type: ignore[arg-type]
+    cluster.stop_operator()
+    cluster.start_operator()
+    cluster.wait(lambda: kubelet.jobs("native") == ["native-r0"], 30, "attempt r0")
+    custom = CustomObjectsApi(cluster.client)
+
+    def native(plural: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = custom.get_namespaced_custom_object(
+            "scheduling.k8s.io", "v1beta1", NS, plural, name
+        )
+        return found
+
+    workload, group = native("workloads", "native-r0"), native("podgroups", "native-r0")
+    (template,) = workload["spec"]["podGroupTemplates"]
+    assert template == {"name": "workers", "schedulingPolicy": {"gang": {"minCount": 2}},
+                        "priorityClassName": "training"}  # fmt: skip
+    assert group["spec"]["schedulingPolicy"] == {"gang": {"minCount": 2}}
+    assert group["spec"]["workloadRef"] == {"workloadName": "native-r0", "templateName": "workers"}
+    pod_spec = kubelet.job("native-r0").spec.template.spec
+    assert pod_spec.scheduling_group.pod_group_name == "native-r0"
+
+    # A restart replaces the gang with the attempt: r1's Workload and PodGroup, r0's gone.
+    pods = kubelet.start("native-r0")
+    kubelet.set(pods[0], "Failed", "RuntimeError: NCCL timeout", exit_code=1)
+    cluster.wait(lambda: kubelet.jobs("native") == ["native-r1"], 30, "attempt r1")
+    assert native("podgroups", "native-r1")["spec"]["workloadRef"]["workloadName"] == "native-r1"
+    for plural in ("workloads", "podgroups"):
+        with pytest.raises(ApiException, match="Not Found"):
+            native(plural, "native-r0")
+
+
+def progressing(cluster: LocalCluster, name: str) -> str:
+    found = status_of(cluster, name).get("conditions") or []
+    return next((f"{c['reason']}: {c['message']}" for c in found if c["type"] == "Progressing"), "")
 
 
 def test_suspend_stops_workers_and_resume_starts_them(

@@ -75,15 +75,16 @@ def needed(examples: dict[str, Any]) -> set[Rule]:
         return doc
 
     children: list[dict[str, Any]] = []
-    for gang_kind in ("none", "volcano", "coscheduling", "kueue"):
+    for gang_kind in ("none", "volcano", "coscheduling", "kueue", "kubernetes"):
         doc = owned(examples["pretrainjob"])
         doc["spec"] = merged(doc["spec"], {"scheduling": {"gang": gang_kind, "queueName": "q"}})
         spec = PretrainJobSpec.model_validate(doc["spec"])
         children += pretrainjob.children(doc, spec, 0, True)
-        children += [g for g in [gang.pod_group(pretrainjob.trainer_gang(doc, spec, 0))] if g]
-    crl = owned(examples["cascaderljob"])
-    crl_spec = CascadeRLJobSpec.model_validate(crl["spec"])
-    children += cascaderljob.children(crl, crl_spec, 1, 0, True)
+        children += gang.pod_groups(pretrainjob.trainer_gang(doc, spec, 0))
+        crl = owned(examples["cascaderljob"])
+        crl["spec"] = merged(crl["spec"], {"scheduling": {"gang": gang_kind, "queueName": "q"}})
+        crl_spec = CascadeRLJobSpec.model_validate(crl["spec"])
+        children += cascaderljob.children(crl, crl_spec, 1, 0, True)
     for mode in ("operator", "keda", "hpa", "disabled"):
         dvd = owned(examples["dvddeployment"])
         dvd["spec"]["autoscaling"]["mode"] = mode

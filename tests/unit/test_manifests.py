@@ -39,18 +39,20 @@ def owned(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def builders(examples: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for gang in ("none", "volcano", "coscheduling", "kueue"):
+    for gang in ("none", "volcano", "coscheduling", "kueue", "kubernetes"):
         doc = owned(examples["pretrainjob"])
         doc["spec"]["scheduling"] = {"gang": gang, "queueName": "q"}
         spec = PretrainJobSpec.model_validate(doc["spec"])
         for attempt in (0, 2):
             for m in pretrainjob.children(doc, spec, attempt, workers=True):
                 yield f"PretrainJob gang={gang} attempt={attempt}", m
-    doc = owned(examples["cascaderljob"])
-    spec = CascadeRLJobSpec.model_validate(doc["spec"])
-    for stage in range(len(spec.stages)):
-        for m in cascaderljob.children(doc, spec, stage, 1, workers=True):
-            yield f"CascadeRLJob stage={stage}", m
+    for gang in ("none", "kubernetes"):
+        doc = owned(examples["cascaderljob"])
+        doc["spec"]["scheduling"] = {"gang": gang}
+        spec = CascadeRLJobSpec.model_validate(doc["spec"])
+        for stage in range(len(spec.stages)):
+            for m in cascaderljob.children(doc, spec, stage, 1, workers=True):
+                yield f"CascadeRLJob gang={gang} stage={stage}", m
     for mode in ("operator", "keda", "hpa", "disabled"):
         for policy in ("slo", "utilization"):
             doc = owned(examples["dvddeployment"])
@@ -95,7 +97,7 @@ def test_every_builder_manifest_is_valid_kubernetes(examples: dict[str, Any]) ->
         seen.add(manifest["kind"])
     # Every kind the builders make was among them (a builder's new kind is validated from the start).
     assert {"Job", "Service", "ConfigMap", "Deployment", "NetworkPolicy", "HorizontalPodAutoscaler",
-            "ScaledObject", "PodGroup"} <= seen  # fmt: skip
+            "ScaledObject", "PodGroup", "Workload", "CompositePodGroup"} <= seen  # fmt: skip
 
 
 def test_every_chart_manifest_is_valid_kubernetes() -> None:
