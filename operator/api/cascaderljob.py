@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from vlmop.operator.api.common import (
+    DNS_LABEL,
     ApiModel,
     BaseStatus,
     JobPhase,
@@ -19,6 +20,8 @@ from vlmop.operator.api.common import (
     Scheduling,
     cel,
     sub,
+    subdomain,
+    url,
 )
 from vlmop.operator.api.training import DataSource, ModelSource, TrainerSpec
 
@@ -126,7 +129,12 @@ class Verifier(ApiModel):
         }
     )
 
-    name: str = Field(description="Name referenced by the routing table.", min_length=1, max_length=63)
+    name: str = Field(
+        description="Name referenced by the routing table (and naming its pool).",
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+    )
     type: Literal["rule", "environment", "model"] = Field(description="rule, environment or model.")
     rule: Literal["math", "multiple-choice", "code"] | None = Field(
         None, description="Rule verifier: math (math-verify), multiple-choice, or code run against tests."
@@ -140,7 +148,7 @@ class Verifier(ApiModel):
         "A/B/C) or polar (a reward model's scalar from /pooling, vLLM or lmdeploy, the default for a "
         "pool, or /classify, sglang).",
     )
-    endpoint: str | None = Field(None, description="URL of an existing verifier model server.")
+    endpoint: str | None = url("URL of an existing verifier model server (http or https).")
     pool: VerifierPool | None = Field(None, description="A verifier model pool the operator runs.")
     timeout_seconds: float = Field(30.0, gt=0, description="A slower reward scores the failure value.")
     failure_score: float = Field(0.0, description="Reward of a sample whose verifier failed or timed out.")
@@ -196,8 +204,8 @@ class WeightSync(ApiModel):
         description="shared-volume: rank 0 writes each version as safetensors on a claim both trainer "
         "and rollout pool mount, then every rollout server loads it.",
     )
-    claim_name: str | None = Field(
-        None, description="PVC shared by trainer and rollout pool; the checkpoint claim when empty."
+    claim_name: str | None = subdomain(
+        "PVC shared by trainer and rollout pool; the checkpoint claim when unset."
     )
     mount_path: str = Field("/weights", pattern="^/", description="Where the weights claim is mounted.")
     interval_steps: int = Field(1, ge=1, description="Publish new weights every this many updates.")
@@ -213,7 +221,9 @@ class Stage(ApiModel):
         }
     )
 
-    name: str = Field(description="Stage name, unique in the job.", min_length=1, max_length=40)
+    name: str = Field(
+        description="Stage name, unique in the job.", min_length=1, max_length=40, pattern=DNS_LABEL
+    )
     kind: Literal["mpo", "gspo"] = Field(description="mpo (offline preferences) or gspo (online RL).")
     skip: bool = Field(False, description="Leave this stage out; the next starts from the previous one.")
     data: DataSource = Field(description="Preference pairs (mpo) or prompts (gspo).")

@@ -36,6 +36,25 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
 
 Quantity = int | str  # becomes x-kubernetes-int-or-string, like resource.Quantity
 
+# Kubernetes' own formats (apimachinery's validation), so a name it would refuse only when a pod is
+# created is refused at admission, naming the field.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"  # a C identifier, relaxed as Kubernetes allows
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"  # a Secret's or ConfigMap's key
+QUALIFIED_NAME = DNS_SUBDOMAIN[:-1].replace("^", "^(") + "/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+URL = r"^https?://[^\s/?#]+[^\s]*$"
+NO_SPACE = r"^\S+$"
+
+
+def subdomain(description: str) -> Any:
+    """An optional name of a Kubernetes object (a claim, a Secret, a ServiceAccount...)."""
+    return Field(None, description=description, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+def url(description: str) -> Any:
+    return Field(None, description=description, min_length=1, max_length=2048, pattern=URL)
+
 
 class Resources(ApiModel):
     requests: dict[str, Quantity] = Field(
@@ -59,8 +78,13 @@ class Toleration(ApiModel):
 
 
 class SecretKeyRef(ApiModel):
-    name: str = Field(description="Name of a Secret in the resource's namespace.", min_length=1)
-    key: str = Field(description="Key inside the Secret.", min_length=1)
+    name: str = Field(
+        description="Name of a Secret in the resource's namespace.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+    )
+    key: str = Field(description="Key inside the Secret.", min_length=1, max_length=253, pattern=CONFIG_KEY)
     optional: bool = Field(False, description="Leave the variable unset when the Secret or key is missing.")
 
 
@@ -76,14 +100,18 @@ class EnvVar(ApiModel):
         }
     )
 
-    name: str = Field(description="Variable name.", min_length=1)
+    name: str = Field(description="Variable name.", min_length=1, max_length=1024, pattern=ENV_NAME)
     value: str | None = Field(None, description="Literal value (never a secret: use secretKeyRef).")
     secret_key_ref: SecretKeyRef | None = Field(None, description="Take the value from a Secret key.")
 
 
 class Volume(ApiModel):
-    name: str = Field(description="Volume name, unique in the pod.", min_length=1, max_length=63)
-    claim_name: str = Field(description="PersistentVolumeClaim to mount.", min_length=1)
+    name: str = Field(
+        description="Volume name, unique in the pod.", min_length=1, max_length=63, pattern=DNS_LABEL
+    )
+    claim_name: str = Field(
+        description="PersistentVolumeClaim to mount.", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
+    )
     mount_path: str = Field(description="Where the claim appears in the containers.", pattern="^/")
     read_only: bool = Field(False, description="Mount read-only.")
 
@@ -91,24 +119,35 @@ class Volume(ApiModel):
 class Placement(ApiModel):
     """Where and how the pods of one group run."""
 
-    image: str = Field(description="Container image of this group's pods (pin it by tag or digest).")
+    image: str = Field(
+        description="Container image of this group's pods (pin it by tag or digest).",
+        min_length=1,
+        pattern=NO_SPACE,
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="When the kubelet pulls the image."
     )
     gpu_resource_name: str = Field(
-        "nvidia.com/gpu", description="Extended resource that counts GPUs on the nodes."
+        "nvidia.com/gpu",
+        description="Extended resource that counts GPUs on the nodes.",
+        max_length=316,
+        pattern=QUALIFIED_NAME,
     )
     resources: Resources = sub(Resources, "CPU and memory requests and limits of each pod.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods require.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate.")
-    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Extra environment variables, each name once.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     volumes: list[Volume] = Field(
         default_factory=list,
         description="Extra PersistentVolumeClaims mounted into every pod of the group.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    service_account_name: str | None = Field(
-        None, description="ServiceAccount of the pods; the namespace default when empty."
+    service_account_name: str | None = subdomain(
+        "ServiceAccount of the pods; the namespace default when unset."
     )
 
 
@@ -239,12 +278,15 @@ class Scheduling(ApiModel):
         "GenericWorkload feature gate; a gspo stage's trainer and rollout pool as one composite gang, "
         "which needs v1alpha3's CompositePodGroup).",
     )
-    queue_name: str | None = Field(None, description="Volcano queue or Kueue LocalQueue name.")
-    priority_class_name: str | None = Field(None, description="PriorityClass of the pods.")
+    queue_name: str | None = subdomain("Volcano queue or Kueue LocalQueue name.")
+    priority_class_name: str | None = subdomain("PriorityClass of the pods.")
     scheduler_name: str | None = Field(
         None,
-        description="schedulerName of the pods; empty picks volcano for gang volcano, "
+        description="schedulerName of the pods; unset picks volcano for gang volcano, "
         "scheduler-plugins-scheduler for coscheduling, and the default scheduler otherwise.",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
     )
     schedule_timeout_seconds: int = Field(
         300, ge=1, description="How long a gang may wait for all of its pods to be placed."

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from vlmop.operator.api.common import (
+    NO_SPACE,
     ApiModel,
     BaseStatus,
     KindInfo,
@@ -16,6 +17,8 @@ from vlmop.operator.api.common import (
     SecretKeyRef,
     cel,
     sub,
+    subdomain,
+    url,
 )
 
 _REPLICA_BOUNDS = cel(
@@ -116,6 +119,7 @@ class PoolScaling(ApiModel):
         None,
         description="PromQL giving the pool's utilisation (0-1), overriding the DCGM default; $namespace "
         "and $pool (the pool's Deployment name) are filled in.",
+        min_length=1,
     )
     target_utilization: float = Field(0.7, gt=0, le=1, description="Target GPU utilisation (0-1).")
     queue_target: float | None = Field(
@@ -128,6 +132,7 @@ class PoolScaling(ApiModel):
         None,
         description="PromQL giving the pool's in-flight requests; default: vlmop's serving gauge, or "
         "vLLM's running + waiting requests for the language pool on vLLM.",
+        min_length=1,
     )
 
 
@@ -147,7 +152,7 @@ class Autoscaling(ApiModel):
     mode: Literal["operator", "keda", "hpa", "disabled"] = Field(
         "disabled", description="operator (built-in timer), keda (ScaledObject), hpa, or disabled."
     )
-    prometheus_url: str | None = Field(None, description="Base URL of the Prometheus HTTP API.")
+    prometheus_url: str | None = url("Base URL of the Prometheus HTTP API (http or https).")
     policy: Literal["slo", "utilization"] = Field(
         "slo",
         description="slo: hold the SLO below from each pool's measured capacity, forecast arrivals and "
@@ -183,8 +188,12 @@ class Autoscaling(ApiModel):
 
 
 class DvDDeploymentSpec(ApiModel):
-    model: str = Field(description="Hugging Face checkpoint directory (or name) of the InternVL model.")
-    model_claim_name: str | None = Field(None, description="PVC mounted read-only at /models.")
+    model: str = Field(
+        description="Hugging Face checkpoint directory (or name) of the InternVL model.",
+        min_length=1,
+        pattern=NO_SPACE,
+    )
+    model_claim_name: str | None = subdomain("PVC mounted read-only at /models.")
     vision: VisionPool = Field(description="Vision encoder pool: ViT + projector + ViR.")
     language: LanguagePool = Field(description="Language model pool on vLLM.")
     gateway: Gateway = Field(description="OpenAI-compatible front door.")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from vlmop.operator.api.common import ApiModel, Placement, cel, sub
+from vlmop.operator.api.common import ApiModel, Placement, cel, sub, subdomain
 
 # The presets the trainers can build (vlmop.workloads.pretrain.models); a test keeps the two in step.
 ModelPreset = Literal["tiny", "tiny-vl", "qwen2.5-0.5b"]
@@ -31,10 +31,12 @@ class ModelSource(ApiModel):
         "Llama), tiny-vl (LLaVA-style ViT + projector + tiny LM), qwen2.5-0.5b (Qwen2.5-0.5B's shape).",
     )
     path: str | None = Field(
-        None, description="Hugging Face checkpoint directory (config + safetensors) inside the pod."
+        None,
+        description="Hugging Face checkpoint directory (config + safetensors) inside the pod.",
+        min_length=1,
     )
-    claim_name: str | None = Field(
-        None, description="PersistentVolumeClaim mounted read-only at /models holding the checkpoint."
+    claim_name: str | None = subdomain(
+        "PersistentVolumeClaim mounted read-only at /models holding the checkpoint."
     )
 
 
@@ -47,8 +49,8 @@ class DataSource(ApiModel):
         }
     )
 
-    path: str | None = Field(None, description="Dataset file or directory inside the pod.")
-    claim_name: str | None = Field(None, description="PersistentVolumeClaim mounted read-only at /data.")
+    path: str | None = Field(None, description="Dataset file or directory inside the pod.", min_length=1)
+    claim_name: str | None = subdomain("PersistentVolumeClaim mounted read-only at /data.")
     format: Literal["text", "image-text", "preference", "prompts"] = Field(
         "text", description="Record layout: text, image-text pairs, preference pairs, or RL prompts."
     )
@@ -97,16 +99,17 @@ class Topology(Placement):
 
 
 class Checkpointing(ApiModel):
-    claim_name: str | None = Field(
-        None,
-        description="PersistentVolumeClaim for checkpoints (ReadWriteMany across nodes); never deleted with "
-        "the job. Without one, checkpoints live in the pods and a restart starts from scratch.",
+    claim_name: str | None = subdomain(
+        "PersistentVolumeClaim for checkpoints (ReadWriteMany across nodes); never deleted with the job. "
+        "Without one, checkpoints live in the pods and a restart starts from scratch."
     )
-    path: str = Field("/checkpoints", description="Mount path of the checkpoint volume.")
+    path: str = Field("/checkpoints", description="Mount path of the checkpoint volume.", pattern="^/")
     interval_steps: int = Field(500, ge=1, description="Save every this many optimizer steps.")
     keep_last: int = Field(3, ge=1, description="Complete checkpoints kept; older ones are removed.")
     resume_from: str = Field(
-        "latest", description="latest (newest complete checkpoint), none, or a checkpoint path."
+        "latest",
+        description="latest (newest complete checkpoint), none, or a checkpoint path.",
+        pattern="^(latest|none|/.*)$",
     )
 
 

@@ -8,6 +8,7 @@ Errors come back as metav1.StatusCause dicts naming the field, e.g.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,6 +108,32 @@ def _out_of_int64(obj: Any, path: str) -> Iterator[Cause]:
             yield from _out_of_int64(value, _join(path, index))
 
 
+def _duplicates(obj: Any, schema: Schema, path: str) -> Iterator[Cause]:
+    """Entries that repeat a key of an x-kubernetes-list-type map (or a value of a set): kube-apiserver
+    refuses them as Duplicate value, naming the later entry."""
+    if isinstance(obj, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in obj:
+                yield from _duplicates(obj[key], sub, _join(path, key))
+        return
+    if not isinstance(obj, list):
+        return
+    kind, keys = schema.get("x-kubernetes-list-type"), schema.get("x-kubernetes-list-map-keys", [])
+    seen: list[Any] = []
+    for index, item in enumerate(obj):
+        identity = {k: item.get(k) for k in keys} if kind == "map" and isinstance(item, dict) else item
+        if kind in ("map", "set") and identity in seen:
+            shown = json.dumps(identity, sort_keys=True)
+            yield {
+                "reason": "FieldValueDuplicate",
+                "field": _join(path, index),
+                "message": f"Duplicate value: {shown}",
+            }
+        seen.append(identity)
+        if "items" in schema:
+            yield from _duplicates(item, schema["items"], _join(path, index))
+
+
 def _as_schema(value: Any) -> Schema | None:
     return value if isinstance(value, dict) else None
 
@@ -132,6 +159,7 @@ class StructuralSchema:
         causes = list(_out_of_int64(obj, ""))  # what kube-apiserver cannot even decode
         causes += [self._schema_cause(e) for e in self._validator.iter_errors(obj)]
         if not causes:  # CEL sees only well-typed objects (its int64 cannot hold the rest)
+            causes += list(_duplicates(obj, self.schema, ""))
             causes += list(self._cel_causes(obj, self.schema, ""))
         if root is not None:
             causes = [c for c in causes if c["field"] == root or c["field"].startswith(root + ".")]
