@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 # The JSON keys are the status field names (camelCase), written by vlmop.workloads.common.progress.
 NUMBERS = ("step", "totalSteps", "loss", "tokensPerSecond", "mfu", "clipFraction", "policyVersion")
 INTEGERS = ("step", "totalSteps", "policyVersion")
-STRINGS = ("latestCheckpoint",)
+STRINGS = ("latestCheckpoint", "checkpointRequest")
 STATUS_KEYS = ("step", "totalSteps", "loss", "tokensPerSecond", "latestCheckpoint")
 # The GSPO trainer's mean reward per task/source and its last step's tally per verifier; bounded like
 # everything from a pod.
@@ -100,3 +100,53 @@ def summary(progress: Mapping[str, Any]) -> str | None:
     if step is None or not total:
         return None
     return f"{step}/{total} steps ({100 * step // total}%)"
+
+
+# `kubectl annotate ptj NAME vlmop.io/checkpoint-request=<token> --overwrite`: save now (e.g. before a
+# planned drain); status.checkpointRequest follows it from Requested to Saved.
+CHECKPOINT_REQUEST = "vlmop.io/checkpoint-request"
+
+
+def checkpoint_request(
+    wanted: str | None, stored: Mapping[str, Any] | None, found: Mapping[str, Any] | None, attempt: int
+) -> tuple[dict[str, Any] | None, bool]:
+    """The status' checkpointRequest and whether to ask rank 0 for it now: once per token and attempt
+    (an attempt that restarted before saving is asked again), Saved once rank 0 reports the token."""
+    if not wanted:
+        return (dict(stored) if stored else None), False
+    entry: dict[str, Any] = dict(stored) if stored and stored.get("token") == wanted else {"token": wanted}
+    if entry.get("state") == "Saved":
+        return entry, False
+    if found and found.get("checkpointRequest") == wanted:
+        entry.update(state="Saved", step=found.get("step"), checkpoint=found.get("latestCheckpoint"))
+        return {k: v for k, v in entry.items() if v is not None}, False
+    return entry, entry.get("state") != "Requested" or entry.get("attempt") != attempt
+
+
+def follow_checkpoint_request(
+    status: dict[str, Any],
+    wanted: str | None,
+    running_ip: str | None,
+    port: int,
+    found: Mapping[str, Any] | None,
+) -> None:
+    """status.checkpointRequest for the annotation's token, asking rank 0 (when it runs, at
+    `running_ip`) to save when it has not been asked yet in this attempt."""
+    attempt = int(status.get("restarts") or 0)
+    entry, ask = checkpoint_request(wanted, status.get("checkpointRequest"), found, attempt)
+    if entry and ask and wanted and running_ip and ask_checkpoint(running_ip, port, wanted):
+        entry.update(state="Requested", attempt=attempt)
+    if entry:
+        status["checkpointRequest"] = entry
+
+
+def ask_checkpoint(ip: str, port: int, token: str, timeout: float = 2.0) -> bool:
+    """POST rank 0's /checkpoint; whether it took the request."""
+    body = json.dumps({"token": token}).encode()
+    request = urllib.request.Request(f"http://{ip}:{port}/checkpoint", body, method="POST",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - a pod's IP
+            return bool(response.status == 202)
+    except (OSError, ValueError):
+        return False

@@ -11,6 +11,7 @@ from vlmop.operator.api.common import (
     DNS_LABEL,
     ApiModel,
     BaseStatus,
+    CheckpointRequest,
     JobPhase,
     KindInfo,
     LastFailure,
@@ -320,6 +321,9 @@ class CascadeRLJobStatus(BaseStatus):
     restarts: int = Field(0, description="Whole-group restarts of all stages together.")
     restarts_counted: int | None = Field(None, description="Of them, those counted against a backoffLimit.")
     last_failure: LastFailure | None = Field(None, description="The last failure of any stage.")
+    checkpoint_request: CheckpointRequest | None = Field(
+        None, description="The checkpoint asked for with the vlmop.io/checkpoint-request annotation."
+    )
     start_time: str | None = Field(None, description="When the job started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
     stages: list[StageStatus] = Field(

@@ -367,6 +367,19 @@ class LastFailure(ApiModel):
     time: str = Field(description="When it was seen (RFC 3339).", json_schema_extra={"format": "date-time"})
 
 
+class CheckpointRequest(ApiModel):
+    """A checkpoint asked for with the vlmop.io/checkpoint-request annotation (its value, the token)."""
+
+    token: str = Field(description="The annotation's value this entry follows.")
+    state: Literal["Requested", "Saved"] | None = Field(
+        None,
+        description="Requested: rank 0 took it; Saved: the checkpoint is complete. Unset: not asked yet.",
+    )
+    attempt: int | None = Field(None, description="The attempt (restarts) rank 0 was asked in.")
+    step: int | None = Field(None, description="The step saved.")
+    checkpoint: str | None = Field(None, description="Path of the checkpoint saved.")
+
+
 class BaseStatus(ApiModel):
     """What every kind reports; written only by the operator through the status subresource."""
 

@@ -6,6 +6,7 @@ from pydantic import ConfigDict, Field
 
 from vlmop.operator.api.common import (
     BaseStatus,
+    CheckpointRequest,
     JobPhase,
     KindInfo,
     LastFailure,
@@ -54,6 +55,9 @@ class PretrainJobStatus(BaseStatus):
     restarts: int = Field(0, description="Whole-group restarts so far.")
     restarts_counted: int | None = Field(None, description="Of them, those counted against backoffLimit.")
     last_failure: LastFailure | None = Field(None, description="The last failure and what it cost.")
+    checkpoint_request: CheckpointRequest | None = Field(
+        None, description="The checkpoint asked for with the vlmop.io/checkpoint-request annotation."
+    )
     step: int | None = Field(None, description="Last optimizer step reported by rank 0.")
     total_steps: int | None = Field(None, description="Optimizer steps of the whole run.")
     loss: float | None = Field(None, description="Training loss at the last reported step.")

@@ -65,18 +65,21 @@ def reconcile(
         gang = lifecycle.Decision(decision.status, decision.workers, events=decision.events)
         generation = body.metadata.get("generation")
         lifecycle.blocked(gang, current, "GangSchedulerMissing", str(missing), generation, at)
-    report(decision, spec.metrics_port)
+    report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)
     return write_status(KIND, body, decision.status)
 
 
-def report(decision: cascade.Decision, port: int) -> None:
-    """Rank 0's progress into its stage's row (step, loss, checkpoint) and the job's RL figures."""
+def report(decision: cascade.Decision, port: int, checkpoint_request: str | None = None) -> None:
+    """Rank 0's progress into its stage's row (step, loss, checkpoint) and the job's RL figures; and
+    follow a checkpoint request."""
     rank0 = decision.rank0
     if rank0 is None or decision.reported is None:
         return
     found = progress.of_rank0(rank0.phase, rank0.ip, rank0.message, port)
+    running_ip = rank0.ip if rank0.phase == "Running" else None
+    progress.follow_checkpoint_request(decision.status, checkpoint_request, running_ip, port, found)
     if not found:
         return
     status = decision.status

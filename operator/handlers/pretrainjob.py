@@ -61,17 +61,19 @@ def reconcile(
         lifecycle.blocked(
             decision, current, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
         )
-    report(decision, spec.metrics_port)
+    report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)
     return write_status(KIND, body, decision.status)
 
 
-def report(decision: lifecycle.Decision, port: int) -> None:
+def report(decision: lifecycle.Decision, port: int, checkpoint_request: str | None = None) -> None:
     """Fold rank 0's progress into the status: live from /progress while it runs, else from its
-    termination message once it has ended."""
+    termination message once it has ended; and follow a checkpoint request."""
     rank0 = decision.rank0
     found = progress.of_rank0(rank0.phase, rank0.ip, rank0.message, port) if rank0 else None
+    running_ip = rank0.ip if rank0 and rank0.phase == "Running" else None
+    progress.follow_checkpoint_request(decision.status, checkpoint_request, running_ip, port, found)
     if not found:
         return
     status = decision.status

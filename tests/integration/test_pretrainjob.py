@@ -231,6 +231,39 @@ def progressing(cluster: LocalCluster, name: str) -> str:
     return next((f"{c['reason']}: {c['message']}" for c in found if c["type"] == "Progressing"), "")
 
 
+def test_a_checkpoint_request_reaches_rank0_and_is_followed_until_saved(
+    cluster: LocalCluster,
+    examples: dict[str, Any],
+    podgroups: None,
+    reporter: tuple[Reporter, int],
+    kubelet: Any,
+    wait_for: Any,
+) -> None:
+    rank0, port = reporter
+    cluster.apply(job_doc(examples, "drain", port))
+    wait_for(PRETRAINJOB, "drain", "workers created", phase="Pending")
+    rank0.update(Progress(step=10, total_steps=200))
+    kubelet.start("drain-r0")
+    wait_for(PRETRAINJOB, "drain", "running", phase="Running", step=10)
+
+    # Before a planned drain: `kubectl annotate ptj drain vlmop.io/checkpoint-request=before-drain`.
+    annotation = {"metadata": {"annotations": {"vlmop.io/checkpoint-request": "before-drain"}}}
+    cluster.custom.patch_namespaced_custom_object(G, V, NS, PRETRAINJOB.plural, "drain", annotation)
+    cluster.wait(lambda: rank0.requested == "before-drain", 30, "rank 0 to be asked")
+    asked = {"token": "before-drain", "state": "Requested", "attempt": 0}
+    cluster.wait(lambda: status_of(cluster, "drain").get("checkpointRequest") == asked, 30, "Requested")
+
+    # Rank 0 saves at the end of its step (the trainer's loop, played here) and says so.
+    token = rank0.take_request()
+    assert token == "before-drain"
+    rank0.update(Progress(step=11, total_steps=200, latest_checkpoint="/checkpoints/step-00000011"))
+    rank0.request_saved(token)
+    saved = {**asked, "state": "Saved", "step": 11, "checkpoint": "/checkpoints/step-00000011"}
+    cluster.wait(lambda: status_of(cluster, "drain").get("checkpointRequest") == saved, 30, "Saved")
+    time.sleep(1.5)  # resyncs: rank 0 is not asked again for the same token
+    assert rank0.take_request() is None
+
+
 def test_suspend_stops_workers_and_resume_starts_them(
     cluster: LocalCluster, examples: dict[str, Any], podgroups: None, kubelet: Any, wait_for: Any
 ) -> None:

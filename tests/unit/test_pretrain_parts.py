@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,37 @@ def test_every_preset_the_api_admits_can_be_built() -> None:
         assert models.preset_config(name).model_type in ("llama", "llava", "qwen2")
     with pytest.raises(ValueError, match="unknown model preset"):
         models.preset_config("gpt-9")
+
+
+def test_a_checkpoint_request_is_asked_once_per_attempt_and_followed_to_saved() -> None:
+    entry, ask = progress.checkpoint_request("drain-1", None, None, 0)
+    assert (entry, ask) == ({"token": "drain-1"}, True)
+    requested = {"token": "drain-1", "state": "Requested", "attempt": 0}
+    assert progress.checkpoint_request("drain-1", requested, {"step": 7}, 0) == (requested, False)
+    assert progress.checkpoint_request("drain-1", requested, None, 1)[1]  # restarted before saving: ask again
+    found = {"step": 9, "latestCheckpoint": "/c/step-9", "checkpointRequest": "drain-1"}
+    saved, ask = progress.checkpoint_request("drain-1", requested, found, 0)
+    assert saved == {**requested, "state": "Saved", "step": 9, "checkpoint": "/c/step-9"} and not ask
+    assert progress.checkpoint_request("drain-2", saved, found, 0) == (
+        {"token": "drain-2"},
+        True,
+    )  # a new one
+    assert progress.checkpoint_request(None, saved, None, 0) == (saved, False)  # annotation gone: kept
+
+
+def test_rank0_takes_a_checkpoint_request_and_refuses_junk() -> None:
+    reporter = Reporter()
+    port = reporter.serve(0, "127.0.0.1")
+    try:
+        assert progress.ask_checkpoint("127.0.0.1", port, "before-drain")
+        assert reporter.take_request() == "before-drain" and reporter.take_request() is None
+        for body in (b"not json", b'{"token": "has space"}', b'{"token": 5}', b"[]"):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/checkpoint", body, method="POST")
+            with pytest.raises(urllib.error.HTTPError, match="400"):
+                urllib.request.urlopen(request, timeout=5)  # noqa: S310 - a local test server
+        assert reporter.take_request() is None
+        reporter.request_saved("before-drain")
+        reporter.update(Progress(step=3, total_steps=10))  # a later step keeps saying it was saved
+        assert progress.parse(json.dumps(reporter.snapshot()))["checkpointRequest"] == "before-drain"
+    finally:
+        reporter.close()

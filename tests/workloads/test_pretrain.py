@@ -124,6 +124,15 @@ def test_zero3_matches_zero2_and_sigterm_saves_then_resumes(
     wait_for_step(tmp_path, 5, proc)
     live = progress.read("127.0.0.1", port)  # exactly how the operator reads rank 0
     assert live and live["totalSteps"] == STEPS and live["step"] >= 5 and live["loss"] > 0
+    # A checkpoint asked for (as the operator does for the vlmop.io/checkpoint-request annotation):
+    # every rank saves at the end of the step, off the interval, and rank 0 says so.
+    assert progress.ask_checkpoint("127.0.0.1", port, "before-drain")
+    deadline = time.monotonic() + 60
+    while (now := progress.read("127.0.0.1", port) or {}).get("checkpointRequest") != "before-drain":
+        assert time.monotonic() < deadline and proc.poll() is None, "the requested checkpoint was not saved"
+        time.sleep(0.1)
+    assert now["latestCheckpoint"].endswith(f"step-{now['step']:08d}")
+    assert f"step-{now['step']:08d}" in checkpoints(tmp_path)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to every rank
     assert proc.wait(120) != 0  # 143: the pod fails, so the operator restarts the group
     message = json.loads((tmp_path / "termination-log").read_text())

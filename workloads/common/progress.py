@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,7 @@ import prometheus_client
 
 TERMINATION_LOG = "/dev/termination-log"
 MESSAGE_LIMIT = 4096  # the kubelet keeps at most 4 KiB of a termination message
+TOKEN = re.compile(r"[-._a-zA-Z0-9]{1,63}")  # a checkpoint request's token (an annotation value)
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Progress:
     latest_checkpoint: str | None = None
     message: str | None = None
     reason: str | None = None  # why it ended, for the operator's failure policy (SavedOnSigterm)
+    checkpoint_request: str | None = None  # the last requested checkpoint saved (its token)
     extra: dict[str, Any] = field(default_factory=dict)  # a trainer's own fields (GSPO: rewards)
 
     def to_json(self) -> dict[str, Any]:
@@ -42,6 +45,7 @@ class Progress:
             "latestCheckpoint": self.latest_checkpoint,
             "message": self.message,
             "reason": self.reason,
+            "checkpointRequest": self.checkpoint_request,
         }
         return {k: v for k, v in {**self.extra, **raw}.items() if v is not None}
 
@@ -65,11 +69,13 @@ class Reporter:
         self.tokens = gauge("vlmop_train_tokens_total", "Tokens trained on so far.")
         self.checkpoint = gauge("vlmop_train_checkpoint_step", "Step of the newest complete checkpoint.")
         self.progress = Progress()
+        self.requested: str | None = None  # a checkpoint asked for (POST /checkpoint), not yet taken
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     def update(self, progress: Progress, tokens: int | None = None) -> None:
         with self._lock:
+            progress.checkpoint_request = progress.checkpoint_request or self.progress.checkpoint_request
             self.progress = progress
         self.step.set(progress.step)
         self.total.set(progress.total_steps)
@@ -88,6 +94,16 @@ class Reporter:
             self.progress.step, self.progress.total_steps = step, total_steps
         self.step.set(step)
         self.total.set(total_steps)
+
+    def take_request(self) -> str | None:
+        """The token of a checkpoint asked for since the last call, if any."""
+        with self._lock:
+            token, self.requested = self.requested, None
+        return token
+
+    def request_saved(self, token: str) -> None:
+        with self._lock:
+            self.progress.checkpoint_request = token
 
     def checkpointed(self, step: int, path: str) -> None:
         with self._lock:
@@ -111,7 +127,28 @@ class Reporter:
                 else:
                     self.send_error(404)
                     return
-                self.send_response(200)
+                self._reply(200, body, kind)
+
+            def do_POST(self) -> None:
+                """POST /checkpoint {"token": "..."}: save at the end of the current step (the operator
+                asks for it when the job's vlmop.io/checkpoint-request annotation changes)."""
+                if self.path != "/checkpoint":
+                    self.send_error(404)
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    token = json.loads(self.rfile.read(min(length, 1024)) or b"{}").get("token")
+                except (ValueError, AttributeError):
+                    token = None
+                if not isinstance(token, str) or not TOKEN.fullmatch(token):
+                    self.send_error(400, 'want {"token": "<1-63 of [-._a-zA-Z0-9]>"}')
+                    return
+                with reporter._lock:
+                    reporter.requested = token
+                self._reply(202, json.dumps({"token": token}).encode(), "application/json")
+
+            def _reply(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

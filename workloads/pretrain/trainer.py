@@ -131,6 +131,8 @@ class Trainer:
         self.step, self.tokens = 0, 0
         self.reporter = Reporter() if self.rank == 0 else None
         self.stop_requested = False
+        self.save_requested: str | None = None  # rank 0: the token of a checkpoint asked for
+        self.save_now = False  # every rank: this step ends with a save
 
     def _seed(self, seed: int) -> None:
         random.seed(seed)
@@ -262,13 +264,23 @@ class Trainer:
         return self.reduce_step(losses, tokens)
 
     def reduce_step(self, losses: list[torch.Tensor], tokens: int) -> tuple[float, int]:
-        """(mean loss over ranks, tokens over ranks), and whether any rank was asked to stop: one
-        all-reduce for all three."""
-        extra = torch.tensor([float(tokens), float(self.stop_requested)], device=self.engine.device)
+        """(mean loss over ranks, tokens over ranks), and whether any rank was asked to stop or rank 0
+        to save: one all-reduce for all of it."""
+        extra = torch.tensor([float(tokens), *self.controls()], device=self.engine.device)
         summary = torch.cat([torch.stack(losses).mean().reshape(1), extra])
         dist.all_reduce(summary)
-        self.stop_requested = bool(summary[2] > 0)
+        self.apply_controls(summary[2:4].tolist())
         return float(summary[0]) / self.world, int(summary[1])
+
+    def controls(self) -> list[float]:
+        """This rank's [asked to stop (SIGTERM), asked to save (rank 0: a checkpoint request)], to sum
+        over ranks in the step's all-reduce, so every rank acts on the same step."""
+        if self.reporter and self.save_requested is None:
+            self.save_requested = self.reporter.take_request()
+        return [float(self.stop_requested), float(self.save_requested is not None)]
+
+    def apply_controls(self, summed: list[float]) -> None:
+        self.stop_requested, self.save_now = summed[0] > 0, summed[1] > 0
 
     def _compute_dtype(self) -> torch.dtype:
         if self.ds_config.get("bf16", {}).get("enabled"):
@@ -302,8 +314,12 @@ class Trainer:
                     self.step % cfg.checkpoint_interval == 0
                     or self.step == cfg.total_steps
                     or self.stop_requested
+                    or self.save_now
                 ):
                     self.save()
+                if self.save_now and self.reporter and self.save_requested:
+                    self.reporter.request_saved(self.save_requested)
+                    self.save_requested = None
                 if self.stop_requested:
                     self._finish(f"stopped by SIGTERM after saving step {self.step}", "SavedOnSigterm")
                     return SIGTERM_EXIT

@@ -258,7 +258,7 @@ class GSPOTrainer(Trainer):
         tokens = int(batch["attention_mask"].sum())
         response_tokens = float(batch["mask"].sum())
         staleness = float(sum(self.step - c.version for group in groups for c in group))  # 0: on-policy
-        totals = [sum(losses) / len(losses), tokens, float(self.stop_requested), float(rewards.sum()),
+        totals = [sum(losses) / len(losses), tokens, *self.controls(), float(rewards.sum()),
                   rewards.numel(), clipped / len(losses), response_tokens, staleness]  # fmt: skip
         for source in self.sources:  # per-source sums and counts, in the same all-reduce
             values = scores.by_source.get(source, [])
@@ -268,13 +268,13 @@ class GSPOTrainer(Trainer):
         summary = torch.tensor(totals, dtype=torch.float64, device=self.engine.device)
         dist.all_reduce(summary)
         reduced = summary.tolist()
-        loss, tokens_all, stop, reward_sum, samples, clip_sum, length_sum, stale_sum = reduced[:8]
-        per_source = reduced[8 : 8 + 2 * len(self.sources)]
+        loss, tokens_all, stop, save, reward_sum, samples, clip_sum, length_sum, stale_sum = reduced[:9]
+        per_source = reduced[9 : 9 + 2 * len(self.sources)]
         by_source = zip(self.sources, per_source[0::2], per_source[1::2], strict=True)
         self.rewards_by_source = {source: total / n for source, total, n in by_source if n}
-        tallies = reduced[8 + 2 * len(self.sources) :]
+        tallies = reduced[9 + 2 * len(self.sources) :]
         self._tally({name: Tally.of(tallies[5 * i : 5 * i + 5]) for i, name in enumerate(self.verifiers)})
-        self.stop_requested = stop > 0
+        self.apply_controls([stop, save])
         self.parts = {
             "reward_mean": reward_sum / samples,
             "clip_fraction": clip_sum / self.world,
