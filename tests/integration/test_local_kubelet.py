@@ -144,7 +144,7 @@ def test_a_crashing_container_restarts_with_back_off(local: LocalCluster) -> Non
 
     def state() -> Any:
         pods = core.list_namespaced_pod(NS, label_selector="app=crash").items
-        statuses = pods[0].status.container_statuses if pods else None
+        statuses = pods[0].status.container_statuses if pods and pods[0].status else None  # not yet written
         return statuses[0] if statuses else None
 
     local.wait(lambda: bool(state() and state().restart_count >= 1), 30, "a restart")
