@@ -60,7 +60,7 @@ def of_pod(
     """`reason`: the container's terminated reason (OOMKilled, Error); `pod_reason`: the pod's status
     reason (Evicted, Preempted, NodeLost...); `conditions`: the pod's True conditions' types and their
     reasons (DisruptionTarget and why)."""
-    report = _report(message)
+    report = report_of(message)
     text = str(report.get("message") or "") if report is not None else message
     reasons = {r for r in (reason, pod_reason) if r} | set(conditions)
     if report is not None and report.get("reason"):
@@ -119,7 +119,7 @@ def _words(message: str) -> str:
     return re.sub(r"(0x)?[0-9a-f]*[0-9][0-9a-f]*", "#", message)
 
 
-def _report(message: str) -> dict[str, Any] | None:
+def report_of(message: str) -> dict[str, Any] | None:
     """A trainer's JSON report (its progress and `message`, `reason`), else None."""
     if not message.lstrip().startswith("{"):
         return None

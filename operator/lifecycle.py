@@ -8,7 +8,6 @@ after a restart or a suspension) never count for the new one."""
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,11 +232,8 @@ def blocked(
 
 def reason_of(message: str) -> str:
     """What a failed pod said: the `message` of a trainer's JSON report, else the text itself."""
-    try:
-        report = json.loads(message)
-    except ValueError:
-        return message or "no message"
-    return str(report.get("message") or message) if isinstance(report, dict) else message
+    report = failures.report_of(message)
+    return str(report.get("message") or message) if report is not None else message or "no message"
 
 
 def _rank(pod: PodView) -> tuple[int, str]:
