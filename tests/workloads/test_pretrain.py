@@ -125,15 +125,6 @@ def test_zero3_matches_zero2_and_sigterm_saves_then_resumes(
     wait_for_step(tmp_path, 5, proc)
     live = progress.read("127.0.0.1", port)  # exactly how the operator reads rank 0
     assert live and live["totalSteps"] == STEPS and live["step"] >= 5 and live["loss"] > 0
-    # A checkpoint asked for (as the operator does for the vlmop.io/checkpoint-request annotation):
-    # every rank saves at the end of the step, off the interval, and rank 0 says so.
-    assert progress.ask_checkpoint("127.0.0.1", port, "before-drain")
-    deadline = time.monotonic() + 60
-    while (now := progress.read("127.0.0.1", port) or {}).get("checkpointRequest") != "before-drain":
-        assert time.monotonic() < deadline and proc.poll() is None, "the requested checkpoint was not saved"
-        time.sleep(0.1)
-    assert now["latestCheckpoint"].endswith(f"step-{now['step']:08d}")
-    assert f"step-{now['step']:08d}" in checkpoints(tmp_path)
     proc.send_signal(signal.SIGTERM)  # torchrun forwards it to every rank
     assert proc.wait(120) != 0  # 143: the pod fails, so the operator restarts the group
     message = json.loads((tmp_path / "termination-log").read_text())
@@ -145,6 +136,38 @@ def test_zero3_matches_zero2_and_sigterm_saves_then_resumes(
     assert f"step-{stopped:08d}" in checkpoints(tmp_path)  # saved at the step it stopped on
     assert finish(tmp_path, launch(tmp_path, *args)) == 0
     assert losses(tmp_path) == pytest.approx(losses(zero2), rel=1e-4)
+
+
+def test_a_requested_checkpoint_is_saved_by_every_rank_at_the_next_step(corpus: Path, tmp_path: Path) -> None:
+    # As the operator asks for the vlmop.io/checkpoint-request annotation: a save off the interval (none
+    # is due in 40 steps), at the end of one step on every rank, and rank 0 says which request it was.
+    port = free_port()
+    args = [
+        "--data",
+        str(corpus),
+        "--zero-stage",
+        "2",
+        *COMMON,
+        "--total-steps",
+        "40",
+        "--checkpoint-interval",
+        "100",
+    ]
+    proc = launch(tmp_path, *args, metrics_port=port)
+    try:
+        wait_for_step(tmp_path, 2, proc)
+        assert progress.ask_checkpoint("127.0.0.1", port, "before-drain")
+        deadline = time.monotonic() + 120
+        while (now := progress.read("127.0.0.1", port) or {}).get("checkpointRequest") != "before-drain":
+            assert time.monotonic() < deadline and proc.poll() is None, (
+                "the requested checkpoint was not saved"
+            )
+            time.sleep(0.1)
+        saved = Path(now["latestCheckpoint"]).name  # the request's step (training has gone on since)
+        assert saved in checkpoints(tmp_path) and 2 <= int(saved.removeprefix("step-")) < 40
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_a_run_resumed_at_its_last_step_says_it_is_done(corpus: Path, zero2: Path, tmp_path: Path) -> None:
