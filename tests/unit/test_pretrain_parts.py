@@ -4,7 +4,9 @@ and the progress contract between rank 0 and the operator."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 from vlmop.operator import progress
 from vlmop.workloads.common import checkpoint
 from vlmop.workloads.common.progress import Progress, Reporter
-from vlmop.workloads.pretrain import data
+from vlmop.workloads.pretrain import data, trainer
 from vlmop.workloads.pretrain.config import parse
 from vlmop.workloads.pretrain.trainer import schedule
 
@@ -258,3 +260,18 @@ def test_rank0_takes_a_checkpoint_request_and_refuses_junk() -> None:
         assert progress.parse(json.dumps(reporter.snapshot()))["checkpointRequest"] == "before-drain"
     finally:
         reporter.close()
+
+
+def test_a_build_lock_left_by_a_killed_build_is_cleared_a_live_one_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A SIGKILLed `vlmop local` run once left torch's build lock behind: every later trainer on the
+    # machine waited for it forever at DeepSpeed's init.
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    assert not trainer.clear_stale_build_lock("deepspeed_shm_comm") and lock.exists()  # a build under way
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    assert trainer.clear_stale_build_lock("deepspeed_shm_comm") and not lock.exists()
+    assert not trainer.clear_stale_build_lock("deepspeed_shm_comm")  # none: nothing to do

@@ -26,6 +26,7 @@ from vlmop.workloads.pretrain import data, models
 from vlmop.workloads.pretrain.config import TrainConfig
 
 log = logging.getLogger("vlmop.pretrain")
+STALE_BUILD_SECONDS = 600  # a JIT build of DeepSpeed's CPU op takes about a minute here
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the pod fails, so the operator restarts the group from the save
 # Dense bf16 peak FLOP/s by device name, for the MFU estimate; VLMOP_PEAK_FLOPS overrides.
 # Besides tokenizer*: what a Hugging Face tokenizer may need beside the weights.
@@ -81,6 +82,7 @@ def tolerate_missing_compiler() -> None:
     build = backend.build_shm_op
 
     def build_or_skip() -> Any:
+        clear_stale_build_lock("deepspeed_shm_comm")
         try:
             return build()
         except Exception as error:  # CalledProcessError, ImportError, RuntimeError from the JIT build
@@ -88,6 +90,23 @@ def tolerate_missing_compiler() -> None:
             return None
 
     backend.build_shm_op = build_or_skip
+
+
+def clear_stale_build_lock(extension: str, older_than: float = STALE_BUILD_SECONDS) -> bool:
+    """torch's JIT build waits, forever, for the `lock` file of a build in progress: a build that was
+    killed (a SIGKILLed `vlmop local` run sharing this machine's cache) leaves it behind. A lock older
+    than any build takes is removed; returns whether one was."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(extension, verbose=False)) / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > older_than:
+            lock.unlink()
+            log.warning("removed a stale build lock %s (a build killed midway)", lock)
+            return True
+    except FileNotFoundError:
+        pass
+    return False
 
 
 class Trainer:
