@@ -8,6 +8,7 @@ after a restart or a suspension) never count for the new one."""
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -246,6 +247,17 @@ def _count(pods: Sequence[PodView], phase: str) -> int:
 
 def _suspended(status: Mapping[str, Any]) -> bool:
     return any(c["type"] == "Suspended" and c["status"] == "True" for c in status.get("conditions", []))
+
+
+def next_due(policy: RunPolicy, status: Mapping[str, Any], now: datetime.datetime) -> float | None:
+    """Seconds until a job has time-driven work again: None while it is not finished (pods, progress,
+    the deadline: the usual resync), infinity when finished without ttlSecondsAfterFinished (only an
+    event can change it), else the time left until it is deleted."""
+    done = parse_time(status.get("completionTime"))
+    if status.get("phase") not in TERMINAL or done is None:
+        return None
+    ttl = policy.ttl_seconds_after_finished
+    return math.inf if ttl is None else max(0.0, ttl - (now - done).total_seconds())
 
 
 def _expired(policy: RunPolicy, status: Mapping[str, Any], now: datetime.datetime) -> bool:

@@ -24,6 +24,11 @@ STATUS_WRITES = prometheus_client.Counter(
 CHILD_WRITES = prometheus_client.Counter(
     "vlmop_child_writes_total", "Children created, replaced or deleted to converge an owner.", ["kind"]
 )
+IDLE_OBJECTS = prometheus_client.Gauge(
+    "vlmop_workqueue_idle_objects",
+    "Objects with nothing time-driven left (finished jobs without a TTL): no resync, events only.",
+    ["kind"],
+)
 
 # The autoscaler's view of each DvD pool (mode operator), per object: what it read, estimated and chose.
 _POOL = ["namespace", "name", "pool"]

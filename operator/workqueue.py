@@ -1,7 +1,8 @@
 """Which owner to reconcile, and when. kopf watches and indexes; each owner's watch events and each
 reconcile's own schedule put keys here, and one loop runs them: one reconcile at a time per object, up
 to WORKERS at once, each again after the resync period (pods, rank 0's progress, the autoscaler and
-ttlSecondsAfterFinished are time-driven), sooner after an error.
+ttlSecondsAfterFinished are time-driven), sooner after an error, never again until an event when the
+reconcile says nothing time-driven is left (IDLE: a finished job without a TTL).
 
 Why not kopf's timers and change handlers: a kopf timer puts kopf's finalizer on every object and a
 change handler its last-handled annotation, two writes per object that a level-based reconcile does
@@ -15,6 +16,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from vlmop.operator import kube
+from vlmop.operator import kube, metrics
 from vlmop.operator.api import GROUP, VERSION, KindInfo
 from vlmop.operator.reconcile import Written, typed
 
@@ -39,7 +41,18 @@ WAKE_SECONDS = 0.5
 SOONER = (
     "run-again-in"  # a memo key: the reconcile wants to run again this soon (seconds), not a resync later
 )
+# A memo key: nothing time-driven is left (a finished job): run again on an event only, no resync.
+IDLE = "idle-until-event"
 log = logging.getLogger("vlmop.operator")
+
+
+def idle(memo: dict[str, Any], due: float | None) -> None:
+    """Tell the queue when the object has time-driven work again (None: the usual resync; infinity:
+    never, until an event)."""
+    if due == math.inf:
+        memo[IDLE] = True
+    elif due is not None:
+        memo[SOONER] = due
 
 
 @dataclass
@@ -51,6 +64,7 @@ class Entry:
     dirty: bool = False  # the object changed while it ran: run again at once
     failures: int = 0
     memo: dict[str, Any] = field(default_factory=dict)
+    idle: bool = False  # parked: runs again on an event only (IDLE)
 
 
 class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
@@ -98,6 +112,7 @@ class WorkQueue:
         entry = self.entries.get(key)
         if type_ == "DELETED":
             if entry and entry.body.get("metadata", {}).get("uid") == meta.get("uid"):
+                self.park(entry, False)
                 del self.entries[key]
             return
         if entry is None or entry.body.get("metadata", {}).get("uid") != meta.get("uid"):
@@ -128,6 +143,7 @@ class WorkQueue:
     def at(self, key: Key, delay: float) -> None:
         """Run `key` in `delay` seconds, or sooner if it is due sooner already."""
         entry = self.entries[key]
+        self.park(entry, False)
         due = asyncio.get_running_loop().time() + delay
         if entry.running or (entry.due is not None and entry.due <= due):
             return
@@ -171,6 +187,8 @@ class WorkQueue:
             )
             entry.failures = 0
             delay = min(delay, entry.memo.pop(SOONER, delay))
+            if entry.memo.pop(IDLE, False):
+                delay = math.inf
             if written is not None and newer(written, entry.body):
                 entry.body = dict(written)
         except kube.Gone:  # deleted while we were away from its watch: forgotten
@@ -181,9 +199,17 @@ class WorkQueue:
         if self.entries.get(key) is entry:  # not deleted (or replaced) meanwhile
             if gone:
                 del self.entries[key]
-            else:
+            elif entry.dirty or delay != math.inf:
                 self.at(key, 0.0 if entry.dirty else delay)
+            else:
+                self.park(entry, True)
         entry.dirty = False
+
+    @staticmethod
+    def park(entry: Entry, idle: bool) -> None:
+        if entry.idle != idle:
+            entry.idle = idle
+            metrics.IDLE_OBJECTS.labels(entry.kind).inc(1 if idle else -1)
 
     def failed(self, logger: ObjectLogger, entry: Entry, error: Exception) -> float:
         entry.failures += 1

@@ -14,7 +14,7 @@ from vlmop.operator.api import CASCADERLJOB as KIND
 from vlmop.operator.api import CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
 from vlmop.operator.reconcile import Written, write_status
-from vlmop.operator.workqueue import QUEUE, ObjectLogger
+from vlmop.operator.workqueue import QUEUE, ObjectLogger, idle
 
 ROW_KEYS = {"step": "step", "totalSteps": "totalSteps", "loss": "loss", "latestCheckpoint": "checkpoint"}
 # The job-level status fields, as rank 0 names them.
@@ -29,6 +29,7 @@ def reconcile(
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
+    memo: dict[str, Any],
     **_: Any,
 ) -> Written:
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
@@ -68,6 +69,7 @@ def reconcile(
     report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)
+    idle(memo, lifecycle.next_due(spec.run_policy, decision.status, at))
     return write_status(KIND, body, decision.status)
 
 

@@ -17,7 +17,7 @@ from vlmop.operator.api import PretrainJobSpec
 from vlmop.operator.builders import gang as gangs
 from vlmop.operator.builders import pretrainjob as build
 from vlmop.operator.reconcile import Written, write_status
-from vlmop.operator.workqueue import QUEUE, ObjectLogger
+from vlmop.operator.workqueue import QUEUE, ObjectLogger, idle
 
 
 @QUEUE.register(KIND)
@@ -28,6 +28,7 @@ def reconcile(
     children: kopf.Index[Any, kube.ChildRef],
     worker_jobs: kopf.Index[Any, lifecycle.JobView],
     worker_pods: kopf.Index[Any, lifecycle.PodView],
+    memo: dict[str, Any],
     **_: Any,
 ) -> Written:
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
@@ -64,6 +65,7 @@ def reconcile(
     report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)
+    idle(memo, lifecycle.next_due(spec.run_policy, decision.status, at))
     return write_status(KIND, body, decision.status)
 
 

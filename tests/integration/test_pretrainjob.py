@@ -8,7 +8,9 @@ Indexed Job would (owned by it, with the completion-index annotation) and writes
 from __future__ import annotations
 
 import copy
+import re
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -127,6 +129,15 @@ def test_backoff_limit_exceeded_fails_with_the_pod_message(
     assert condition["status"] == "True" and condition["reason"] == "BackoffLimitExceeded"
     assert "CUDA out of memory" in condition["message"] and failed["restarts"] == 0
     cluster.wait(lambda: kubelet.jobs("fragile") == [], 30, "the failed attempt's workers to stop")
+    # Finished without a TTL: parked until an event, no resync rounds.
+    cluster.wait(lambda: idle_jobs(cluster) >= 1, 30, "the finished job to be parked")
+
+
+def idle_jobs(cluster: LocalCluster) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found = re.search(r'^vlmop_workqueue_idle_objects\{kind="PretrainJob"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def test_failure_policy_disruptions_are_free_a_repeated_failure_fails_fast_a_rule_fails_at_once(

@@ -4,10 +4,11 @@ and whether the workers should exist."""
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any
 
 from vlmop.operator.api.common import RunPolicy
-from vlmop.operator.lifecycle import JobView, PodView, blocked, decide
+from vlmop.operator.lifecycle import JobView, PodView, blocked, decide, next_due
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 JOB = JobView(name="j-r0", uid="job-0")
@@ -147,3 +148,11 @@ def test_staying_blocked_keeps_the_transition_time_and_warns_once() -> None:
     progressing = next(c for c in second.status["conditions"] if c["type"] == "Progressing")
     assert progressing["lastTransitionTime"] == "2026-01-01T12:00:00Z"  # decide()'s flip is not seen
     assert progressing["observedGeneration"] == 4 and second.events == []
+
+
+def test_a_finished_job_has_nothing_time_driven_left_but_its_ttl() -> None:
+    done = {"phase": "Succeeded", "completionTime": "2026-01-01T11:59:00Z"}
+    assert next_due(RunPolicy(), {"phase": "Running"}, NOW) is None  # the usual resync
+    assert next_due(RunPolicy(), done, NOW) == math.inf  # events only
+    assert next_due(RunPolicy(ttlSecondsAfterFinished=300), done, NOW) == 240.0
+    assert next_due(RunPolicy(ttlSecondsAfterFinished=30), done, NOW) == 0.0

@@ -4,6 +4,7 @@ that it runs one at a time, what an echo of our own write does, errors, deletion
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from vlmop.operator import kube
-from vlmop.operator.workqueue import WorkQueue, newer
+from vlmop.operator import kube, metrics
+from vlmop.operator.workqueue import WorkQueue, idle, newer
 
 Runs = list[tuple[str, str]]  # (name, resourceVersion) per reconcile
 
@@ -204,3 +205,41 @@ def test_a_closed_gate_runs_nothing_until_it_opens() -> None:
 def test_newer(candidate: str, known: str, result: bool) -> None:
     version = {"metadata": {"resourceVersion": candidate}}
     assert newer(version, {"metadata": {"resourceVersion": known}}) is result
+
+
+def test_an_idle_object_waits_for_an_event_and_is_counted_meanwhile() -> None:
+    def finished(body: Any, memo: dict[str, Any]) -> None:  # a finished job without a TTL
+        idle(memo, math.inf)
+
+    queue, runs = queue_with(finished, resync=0.1)
+    parked = metrics.IDLE_OBJECTS.labels("Kind")
+
+    async def scenario() -> None:
+        before = parked._value.get()
+        queue.observe("Kind", "ADDED", obj("a", 1))
+        await asyncio.sleep(0.45)  # four resyncs' worth: none
+        assert runs == [("a", "1")] and parked._value.get() == before + 1
+        queue.observe("Kind", "MODIFIED", obj("a", 2))  # someone changed it: runs (and parks again)
+        await asyncio.sleep(0.05)
+        assert runs == [("a", "1"), ("a", "2")] and parked._value.get() == before + 1
+        queue.wake(("ns", "Kind", "a"))  # a child changed: runs too
+        await asyncio.sleep(0.6)
+        assert runs[-1] == ("a", "2") and len(runs) == 3
+        queue.observe("Kind", "DELETED", obj("a", 3))
+        assert parked._value.get() == before
+
+    run(queue, scenario)
+
+
+def test_a_ttl_runs_the_object_when_it_expires() -> None:
+    def expiring(body: Any, memo: dict[str, Any]) -> None:
+        idle(memo, 0.2)  # ttlSecondsAfterFinished left: due then, though the resync is a minute
+
+    queue, runs = queue_with(expiring, resync=60.0)
+
+    async def scenario() -> None:
+        queue.observe("Kind", "ADDED", obj("a", 1))
+        await asyncio.sleep(0.3)
+        assert len(runs) == 2
+
+    run(queue, scenario)
