@@ -66,7 +66,6 @@ def worker_pods(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, Pod
             index=int(index) if index and index.isdigit() else None,
             phase=str(status.get("phase") or "Pending"),
             ip=status.get("podIP"),
-            message=termination_message(status),
             deleting=meta.get("deletionTimestamp") is not None,
             **termination(status),
         )
@@ -79,9 +78,9 @@ USUAL_CONDITIONS = frozenset(
 
 
 def termination(status: kopf.Status) -> dict[str, Any]:
-    """What the failure policy matches: the first terminated container's exit code and reason, the
-    pod's status reason (Evicted, Preempted...), its unusual True conditions (DisruptionTarget) with
-    their reasons."""
+    """How the pod ended, as the PodView holds it: the first terminated container's message, exit code
+    and reason, the pod's status reason (Evicted, Preempted...) and its unusual True conditions
+    (DisruptionTarget) with their reasons (what the failure policy matches)."""
     done: dict[str, Any] = next(
         (
             c["state"]["terminated"]
@@ -95,6 +94,7 @@ def termination(status: kopf.Status) -> dict[str, Any]:
         if c.get("status") == "True" and c.get("type") not in USUAL_CONDITIONS:
             conditions |= {c["type"], *([c["reason"]] if c.get("reason") else [])}
     return {
+        "message": termination_message(done) if done else "",
         "exit_code": done.get("exitCode"),
         "reason": done.get("reason"),
         "pod_reason": status.get("reason"),
@@ -102,18 +102,14 @@ def termination(status: kopf.Status) -> dict[str, Any]:
     }
 
 
-def termination_message(status: kopf.Status) -> str:
-    """The first terminated container's message, capped for status. A trainer's message is its
-    progress JSON; it stays whole (the operator reads progress from it), and a crash's log tail is
-    cut to its last lines."""
-    for container in status.get("containerStatuses") or []:
-        done = (container.get("state") or {}).get("terminated")
-        if done:
-            text = str(done.get("message") or "")
-            if not text:
-                return f"{done.get('reason', 'Error')} (exit code {done.get('exitCode')})"
-            return text if text.lstrip().startswith("{") else "\n".join(text.splitlines()[-8:])[-1024:]
-    return ""
+def termination_message(done: dict[str, Any]) -> str:
+    """A terminated container's message, capped for status. A trainer's message is its progress JSON;
+    it stays whole (the operator reads progress from it), and a crash's log tail is cut to its last
+    lines."""
+    text = str(done.get("message") or "")
+    if not text:
+        return f"{done.get('reason', 'Error')} (exit code {done.get('exitCode')})"
+    return text if text.lstrip().startswith("{") else "\n".join(text.splitlines()[-8:])[-1024:]
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=SELECTOR)

@@ -35,6 +35,16 @@ def expected(kind: str, name: str) -> set[tuple[str, str]]:
     }
 
 
+def restart_writes_nothing(cluster: LocalCluster) -> None:
+    """A SIGKILLed and restarted operator writes nothing (Events aside): every status already holds."""
+    before = len(cluster.server.api._requests)
+    kill(cluster)
+    cluster.start_operator()
+    time.sleep(3)
+    writes = [r for r in cluster.server.api._requests[before:] if r.method.value not in ("GET",)]
+    assert not [w for w in writes if "/events" not in str(w.url)], [(w.method, str(w.url)) for w in writes]
+
+
 def kill(cluster: LocalCluster) -> None:
     assert cluster.operator is not None
     cluster.operator.send_signal(signal.SIGKILL)
@@ -86,13 +96,7 @@ def test_sigkill_at_many_points_then_converge(
     assert cluster.get(PRETRAINJOB, "crash-p1")["status"]["phase"] == "Suspended"
     assert cluster.get(PRETRAINJOB, "crash-p0")["status"]["phase"] == "Pending"
     assert cluster.get(CASCADERLJOB, "crash-c0")["status"]["currentStage"] == "mpo"
-    # Converged and quiet: another restart writes nothing.
-    before = len(cluster.server.api._requests)
-    kill(cluster)
-    cluster.start_operator()
-    time.sleep(3)
-    writes = [r for r in cluster.server.api._requests[before:] if r.method.value not in ("GET",)]
-    assert not [w for w in writes if "/events" not in str(w.url)], [(w.method, str(w.url)) for w in writes]
+    restart_writes_nothing(cluster)  # converged and quiet
 
 
 def test_a_job_resumed_at_its_last_step_ends_consistent_whatever_the_kills(
@@ -145,13 +149,7 @@ def test_a_job_resumed_at_its_last_step_ends_consistent_whatever_the_kills(
         assert (status["restarts"], status["latestCheckpoint"]) == (1, CHECKPOINT), seed
         assert kubelet.jobs(name) == [f"{name}-r1"], seed
 
-    # Finished and consistent: a restarted operator has nothing to write.
-    before = len(cluster.server.api._requests)
-    kill(cluster)
-    cluster.start_operator()
-    time.sleep(3)
-    writes = [r for r in cluster.server.api._requests[before:] if r.method.value not in ("GET",)]
-    assert not [w for w in writes if "/events" not in str(w.url)], [(w.method, str(w.url)) for w in writes]
+    restart_writes_nothing(cluster)  # finished and consistent
 
 
 CHECKPOINT = "/checkpoints/step-00000120"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from vlmop.operator import progress
 from vlmop.operator.localapi import patches, tables
 from vlmop.operator.localapi.cluster import LocalCluster
 
@@ -133,6 +134,14 @@ def test_categories_and_short_names_resolve_to_the_kinds(kube: Kubectl) -> None:
     assert "service/web" in kube("get", "svc,deploy,po,jobs,cm")
     resources = kube("api-resources", "--api-group=vlmop.io")
     assert "pretrainjobs     ptj" in resources and "status" not in resources
+
+
+def test_annotate_asks_for_a_checkpoint_as_the_readme_says(kube: Kubectl) -> None:
+    kube("apply", "-f", "-", stdin=example("pretrainjob", **{"tiny-pretrain": "drained"}))
+    for token in ("before-drain", "before-drain-2"):  # a second request: --overwrite
+        kube("annotate", "ptj", "drained", f"vlmop.io/checkpoint-request={token}", "--overwrite")
+        got = kube.cluster.custom.get_namespaced_custom_object(G, V, NS, "pretrainjobs", "drained")
+        assert got["metadata"]["annotations"][progress.CHECKPOINT_REQUEST] == token
 
 
 def test_get_prints_the_printer_columns(kube: Kubectl) -> None:
