@@ -30,6 +30,7 @@ class Decision:
     events: list[tuple[str, str, str]] = field(default_factory=list)
     rank0: PodView | None = None
     reported: int | None = None  # the stage rank0 belongs to (progress goes to its row)
+    pods: list[PodView] = field(default_factory=list)  # the current gang's pods, as decided on
 
 
 def rows(spec: CascadeRLJobSpec, status: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -58,24 +59,28 @@ def decide(
     pods: Sequence[PodView],
     now: datetime.datetime,
     export_of: Callable[[int], str],
+    observe: Callable[[JobView | None, Mapping[str, Any]], list[PodView]] | None = None,
 ) -> Decision:
     """`job_of(stage, attempt)` is that attempt's Job as indexed; `export_of(stage)` where the stage
-    writes its final model."""
+    writes its final model; `observe(job, gang status)` the pods as the current gang's supervisors see
+    them (inplace.workers)."""
     table = rows(spec, status)
     active = [i for i, stage in enumerate(spec.stages) if not stage.skip]
     pending = [i for i in active if table[i]["phase"] != "Succeeded"]
     current = pending[0] if pending else active[-1]
     row = table[current]
-    attempt = int(row["restarts"])
+    attempt = lifecycle.attempt_of(row)
     # The gang's own counts and last failure are the stage's, not the job's totals.
-    view = {**status, "restarts": attempt, "restartsCounted": row["restartsCounted"],
-            "lastFailure": row.get("lastFailure")}  # fmt: skip
+    view = {**status, "restarts": row["restarts"], "restartsCounted": row["restartsCounted"],
+            "inPlaceRestarts": row.get("inPlaceRestarts"), "lastFailure": row.get("lastFailure")}  # fmt: skip
+    job = job_of(current, attempt)
+    pods = observe(job, view) if observe else list(pods)
     gang = lifecycle.decide(
         policy=spec.run_policy.model_copy(update={"backoff_limit": spec.stages[current].backoff_limit}),
         nodes=spec.topology.nodes,
         status=view,
         generation=generation,
-        job=job_of(current, attempt),
+        job=job,
         pods=pods,
         now=now,
         scope=f"stage {row['name']}",
@@ -84,22 +89,27 @@ def decide(
     out = gang.status
     finished_now = status.get("phase") not in lifecycle.TERMINAL and out["phase"] in lifecycle.TERMINAL
     row.update(phase=out["phase"], restarts=out["restarts"])
-    row.update({k: out[k] for k in ("restartsCounted", "lastFailure") if out.get(k) is not None})
+    row.update(
+        {k: out[k] for k in ("restartsCounted", "inPlaceRestarts", "lastFailure") if out.get(k) is not None}
+    )
     row.setdefault("startTime", lifecycle.stamp(now))
     if finished_now:
         row["completionTime"] = lifecycle.stamp(now)
     if finished_now and out["phase"] == "Succeeded":
         row["checkpoint"] = export_of(current)
-    decision = Decision(out, current, attempt, gang.workers, [], gang.delete_self, gang.events, gang.rank0,
-                        reported=current)  # fmt: skip
+    decision = Decision(out, current, lifecycle.attempt_of(row), gang.workers, [], gang.delete_self,
+                        gang.events, gang.rank0, reported=current, pods=pods)  # fmt: skip
     later = [i for i in pending if i > current]
     if finished_now and out["phase"] == "Succeeded" and later:
         hand_over(decision, table, current, later[0], status, generation, now)
-    decision.finished = [(i, int(table[i]["restarts"])) for i in active if table[i]["phase"] == "Succeeded"]
+    decision.finished = [
+        (i, lifecycle.attempt_of(table[i])) for i in active if table[i]["phase"] == "Succeeded"
+    ]
     if out["phase"] in lifecycle.TERMINAL:
         decision.current, decision.workers = None, False
     out.update(stages=table, restarts=sum(int(r["restarts"]) for r in table))
     out["restartsCounted"] = sum(int(r["restartsCounted"]) for r in table)
+    out.pop("inPlaceRestarts", None)  # a stage's own, in its row
     out["currentStage"] = table[decision.current]["name"] if decision.current is not None else None
     return decision
 
@@ -127,6 +137,6 @@ def hand_over(
     out["phase"] = "Pending"
     out.pop("completionTime", None)
     nxt.update(phase="Pending", startTime=lifecycle.stamp(now))
-    decision.current, decision.attempt, decision.workers = following, int(nxt["restarts"]), True
+    decision.current, decision.attempt, decision.workers = following, lifecycle.attempt_of(nxt), True
     decision.delete_self = False
     decision.events.append(("Normal", STAGE_SUCCEEDED, message))

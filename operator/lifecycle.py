@@ -40,6 +40,11 @@ class PodView:
     reason: str | None = None  # the terminated container's reason (OOMKilled, Error, Completed)
     pod_reason: str | None = None  # the pod's status reason (Evicted, Preempted, NodeLost...)
     conditions: frozenset[str] = frozenset()  # True conditions beyond the usual four, and their reasons
+    ready: bool = False
+    # Its supervisor's word (restartStrategy InPlace, inplace.observe): the container lives, so its
+    # processes can be restarted where they are; and the attempt they run.
+    in_place: bool = False
+    attempt: int | None = None
 
     def failure(self) -> failures.Failure:
         return failures.of_pod(self.message, self.exit_code, self.reason, self.pod_reason, self.conditions)
@@ -169,10 +174,13 @@ def decide(
                 restarts += 1
                 counted += action == "Restart"
                 phase = "Restarting"
+                in_place = policy.failure_policy.restart_strategy == "InPlace" and _alive(mine, nodes, job)
+                current["inPlaceRestarts"] = int(current.get("inPlaceRestarts") or 0) + 1 if in_place else 0
                 budget = (
                     f"{counted}/{policy.backoff_limit}" if action == "Restart" else f"not counted ({rule})"
                 )
-                message = f"restart {restarts} ({budget}) from the latest checkpoint: {failure}"
+                where = "in place" if in_place else "with new pods"
+                message = f"restart {restarts} ({budget}) {where} from the latest checkpoint: {failure}"
                 conditions.append(st.condition("Progressing", True, RESTARTING, message))
                 events.append(("Warning", RESTARTING, message))
             current["restartsCounted"] = counted
@@ -235,6 +243,20 @@ def reason_of(message: str) -> str:
     """What a failed pod said: the `message` of a trainer's JSON report, else the text itself."""
     report = failures.report_of(message)
     return str(report.get("message") or message) if report is not None else message or "no message"
+
+
+def _alive(pods: Sequence[PodView], nodes: int, job: JobView | None) -> bool:
+    """Whether every worker of the attempt can be restarted where it is: each rank's pod runs (its
+    supervisor up, whatever its program did) and none has failed for good or is being deleted."""
+    if job is None or job.failed or any(p.phase == "Failed" and not p.in_place for p in pods):
+        return False
+    return {p.index for p in pods if p.phase == "Running" or p.in_place} >= set(range(nodes))
+
+
+def attempt_of(status: Mapping[str, Any]) -> int:
+    """The number of the attempt whose pods run now (its Job's name): the restart that created them,
+    for an in-place restart keeps them."""
+    return int(status.get("restarts") or 0) - int(status.get("inPlaceRestarts") or 0)
 
 
 def _rank(pod: PodView) -> tuple[int, str]:

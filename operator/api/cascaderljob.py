@@ -294,6 +294,9 @@ class StageStatus(ApiModel):
     )
     restarts: int = Field(0, description="Whole-group restarts of this stage.")
     restarts_counted: int | None = Field(None, description="Of them, those counted against its backoffLimit.")
+    in_place_restarts: int | None = Field(
+        None, description="Of them, those done in place since the workers' pods were last created."
+    )
     last_failure: LastFailure | None = Field(None, description="The stage's last failure and what it cost.")
     step: int | None = Field(None, description="Last reported step.")
     total_steps: int | None = Field(None, description="Steps of the stage.")

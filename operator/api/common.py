@@ -235,6 +235,12 @@ class FailurePolicy(ApiModel):
     fail_on_repeated_message: bool = Field(
         True, description="Fail when an attempt fails with the same message as the attempt before it."
     )
+    restart_strategy: Literal["InPlace", "Recreate"] = Field(
+        "InPlace",
+        description="InPlace: a restart keeps the workers' pods and restarts their processes through the "
+        "vlmop supervisor each worker runs first (the image needs vlmop; pods that are gone are re-created "
+        "with the rest); Recreate: every restart re-creates every pod.",
+    )
 
 
 class RunPolicy(ApiModel):

@@ -54,6 +54,9 @@ class PretrainJobStatus(BaseStatus):
     )
     restarts: int = Field(0, description="Whole-group restarts so far.")
     restarts_counted: int | None = Field(None, description="Of them, those counted against backoffLimit.")
+    in_place_restarts: int | None = Field(
+        None, description="Of them, those done in place since the workers' pods were last created."
+    )
     last_failure: LastFailure | None = Field(None, description="The last failure and what it cost.")
     checkpoint_request: CheckpointRequest | None = Field(
         None, description="The checkpoint asked for with the vlmop.io/checkpoint-request annotation."

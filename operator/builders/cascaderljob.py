@@ -250,6 +250,7 @@ def stage_gang(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int, att
         mounts=mounts(spec, stage),
         ports={"metrics": spec.metrics_port},
         env={"VLMOP_STAGE": stage.name},
+        supervised=spec.run_policy.failure_policy.restart_strategy == "InPlace",
     )
 
 

@@ -2,8 +2,10 @@
 and the PodGroup (Volcano, scheduler-plugins or Kubernetes' own with its Workload) or Kueue label that
 makes them start together.
 
-Each whole-group restart is a new Job named <owner>[-<group>]-r<attempt>, so the pods of a failed
-attempt never mix with the next one and MASTER_ADDR (pod 0's stable DNS name) changes with the attempt."""
+A restart that re-creates the pods is a new Job named <owner>[-<group>]-r<attempt>, so the pods of a
+failed attempt never mix with the next one and MASTER_ADDR (pod 0's stable DNS name) changes with the
+attempt. With restartStrategy InPlace each worker runs the supervisor first: a restart that finds
+every worker's pod alive restarts their processes in the same Job (operator/inplace.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from vlmop.operator.api.training import Topology
 from vlmop.operator.builders.common import COMPANION_OF, Manifest, owned, owner_labels, restricted_security
 
 MASTER_PORT = 29500
+SUPERVISOR_PORT = 29501  # the in-place restarts' supervisor (vlmop.workloads.common.supervisor)
+SUPERVISOR = ["python", "-m", "vlmop.workloads.common.supervisor", f"--port={SUPERVISOR_PORT}", "--"]
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 ATTEMPT = "vlmop.io/attempt"
 CONFIG_DIR = "/etc/vlmop"
@@ -42,6 +46,7 @@ class Gang:
     mounts: list[Volume] = field(default_factory=list)  # the kind's own claims (data, checkpoints)
     env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    supervised: bool = False  # restartStrategy InPlace: the supervisor runs torchrun and restarts it
 
     @property
     def name(self) -> str:
@@ -188,12 +193,9 @@ def worker_job(gang: Gang) -> Manifest:
                 "name": gang.component,
                 "image": topo.image,
                 "imagePullPolicy": topo.image_pull_policy,
-                "command": torchrun(gang),
+                "command": [*SUPERVISOR, *torchrun(gang)] if gang.supervised else torchrun(gang),
                 "env": environment(gang),
-                "ports": [
-                    {"name": n, "containerPort": p}
-                    for n, p in sorted({"rendezvous": MASTER_PORT, **gang.ports}.items())
-                ],
+                "ports": [{"name": n, "containerPort": p} for n, p in sorted(container_ports(gang).items())],
                 "resources": resources(topo),
                 "volumeMounts": [m for _, m in volumes(gang)],
                 "securityContext": container_security,
@@ -211,6 +213,13 @@ def worker_job(gang: Gang) -> Manifest:
         "schedulerName": sched.scheduler_name or DEFAULT_SCHEDULER.get(sched.gang),
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
+    if gang.supervised:  # a failed program turns the pod not-ready within a second: the operator looks
+        probe = {
+            "httpGet": {"path": "/ready", "port": "supervisor"},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        }
+        pod_spec["containers"][0]["readinessProbe"] = probe
     if sched.gang == "kubernetes":
         pod_spec["schedulingGroup"] = {"podGroupName": gang.job}
     job = {
@@ -236,6 +245,11 @@ def worker_job(gang: Gang) -> Manifest:
         },
     }
     return owned(gang.owner, job, gang.component)
+
+
+def container_ports(gang: Gang) -> dict[str, int]:
+    supervisor = {"supervisor": SUPERVISOR_PORT} if gang.supervised else {}
+    return {"rendezvous": MASTER_PORT, **supervisor, **gang.ports}
 
 
 def torchrun(gang: Gang) -> list[str]:

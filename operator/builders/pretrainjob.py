@@ -28,6 +28,7 @@ def trainer_gang(owner: Mapping[str, Any], spec: PretrainJobSpec, attempt: int) 
         config_map=config_map_name(owner),
         mounts=mounts(spec),
         ports={"metrics": spec.metrics_port},
+        supervised=spec.run_policy.failure_policy.restart_strategy == "InPlace",
         # Where a program of the user's own (topology.command, torchx) finds what the spec configured.
         env={
             "VLMOP_DEEPSPEED_CONFIG": f"{gangs.CONFIG_DIR}/{DS_CONFIG}",

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from vlmop.operator import cascade, kube, lifecycle, metrics, progress
+from vlmop.operator import cascade, inplace, kube, lifecycle, metrics, progress
 from vlmop.operator.api import CASCADERLJOB as KIND
 from vlmop.operator.api import CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
@@ -44,6 +44,7 @@ def reconcile(
         pods=list(worker_pods.get(key, [])),
         now=at,
         export_of=lambda i: build.export_dir(spec, spec.stages[i]),
+        observe=lambda job, gang: inplace.workers(spec.run_policy, worker_pods.get(key, []), job, gang),
     )
     if decision.delete_self:
         logger.info("ttlSecondsAfterFinished passed: deleting the job (checkpoints stay)")
@@ -66,6 +67,8 @@ def reconcile(
         gang = lifecycle.Decision(decision.status, decision.workers, events=decision.events)
         generation = body.metadata.get("generation")
         lifecycle.blocked(gang, current, "GangSchedulerMissing", str(missing), generation, at)
+    if decision.workers and decision.current is not None:
+        inplace.restart(decision.pods, int(decision.status["stages"][decision.current]["restarts"]))
     report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)

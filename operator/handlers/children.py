@@ -67,6 +67,9 @@ def worker_pods(body: kopf.Body, status: kopf.Status, **_: Any) -> dict[Key, Pod
             phase=str(status.get("phase") or "Pending"),
             ip=status.get("podIP"),
             deleting=meta.get("deletionTimestamp") is not None,
+            ready=any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            ),
             **termination(status),
         )
     }

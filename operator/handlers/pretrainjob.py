@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from vlmop.operator import kube, lifecycle, metrics, progress
+from vlmop.operator import inplace, kube, lifecycle, metrics, progress
 from vlmop.operator.api import PRETRAINJOB as KIND
 from vlmop.operator.api import PretrainJobSpec
 from vlmop.operator.builders import gang as gangs
@@ -34,14 +34,16 @@ def reconcile(
     namespace, name = str(body.metadata.namespace), str(body.metadata.name)
     key = (namespace, KIND.kind, name)
     current, at = dict(body.get("status") or {}), datetime.datetime.now(datetime.UTC)
-    attempt_job = gangs.job_name(name, int(current.get("restarts") or 0))
+    attempt_job = gangs.job_name(name, lifecycle.attempt_of(current))
+    job = next((j for j in worker_jobs.get(key, []) if j.name == attempt_job), None)
+    pods = inplace.workers(spec.run_policy, worker_pods.get(key, []), job, current)
     decision = lifecycle.decide(
         policy=spec.run_policy,
         nodes=spec.topology.nodes,
         status=current,
         generation=body.metadata.get("generation"),
-        job=next((j for j in worker_jobs.get(key, []) if j.name == attempt_job), None),
-        pods=list(worker_pods.get(key, [])),
+        job=job,
+        pods=pods,
         now=at,
     )
     if decision.delete_self:
@@ -55,13 +57,15 @@ def reconcile(
         for type_, reason, message in decision.events:
             kube.event(body, type_, reason, message)
         return write_status(KIND, body, decision.status)
-    desired = build.children(body, spec, decision.status["restarts"], decision.workers)
+    desired = build.children(body, spec, lifecycle.attempt_of(decision.status), decision.workers)
     try:
         metrics.CHILD_WRITES.labels(KIND.kind).inc(kube.converge(namespace, desired, children.get(key, [])))
     except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
         lifecycle.blocked(
             decision, current, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
         )
+    if decision.workers:
+        inplace.restart(pods, int(decision.status["restarts"]))
     report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)

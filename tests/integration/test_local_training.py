@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+from kubernetes.client import BatchV1Api
 
 from vlmop.operator.api import PRETRAINJOB
 from vlmop.operator.localapi.cluster import LocalCluster
@@ -77,6 +79,31 @@ def test_a_killed_worker_restarts_the_group_from_the_checkpoint(
         r"resumed from \S+ at step (\d+)", (local.workdir / "pods" / "cpu-crash-r1-0" / "log").read_text()
     )
     assert resumed and int(resumed.group(1)) % 8 == 0 and 8 <= int(resumed.group(1)) < 80
+
+
+def test_a_crashed_trainer_restarts_every_worker_in_place(
+    local: LocalCluster, examples: dict[str, Any]
+) -> None:
+    """restartStrategy InPlace: rank 1's trainer process dies (its pod lives, the supervisor first in
+    it); the operator restarts every worker's processes in the same pods, from the checkpoint."""
+    local.apply(cpu_job(examples, "cpu-inplace", steps=80))
+    local.wait(lambda: _saved(local, "cpu-inplace", 8), 180, "the step-8 checkpoint")
+    supervisor = psutil.Process(local.kubelet.pods["cpu-inplace-r0-1"].process.pid)
+    (trainer,) = [c for c in supervisor.children(recursive=True) if "vlmop.workloads.pretrain" in c.cmdline()
+                  and "torch.distributed.run" not in c.cmdline()]  # fmt: skip
+    trainer.kill()
+    status = finished(local, "cpu-inplace")
+    assert status["phase"] == "Succeeded" and status["step"] == 80, status
+    assert (status["restarts"], status["inPlaceRestarts"], status["restartsCounted"]) == (1, 1, 1)
+    assert status["lastFailure"]["action"] == "Restart"
+    logs = local.workdir / "pods"
+    assert not (logs / "cpu-inplace-r1-0").exists()  # no pod was re-created: the same Job, the same pods
+    resumed = re.search(r"resumed from \S+ at step (\d+)", (logs / "cpu-inplace-r0-0" / "log").read_text())
+    assert resumed and int(resumed.group(1)) % 8 == 0 and 8 <= int(resumed.group(1)) < 80
+    jobs = BatchV1Api(local.client).list_namespaced_job(
+        "default", label_selector="vlmop.io/owner-name=cpu-inplace"
+    )
+    assert [j.metadata.name for j in jobs.items] == ["cpu-inplace-r0"]
 
 
 def _saved(cluster: LocalCluster, name: str, step: int) -> bool:

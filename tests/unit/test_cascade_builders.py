@@ -38,7 +38,9 @@ def container(manifest: dict[str, Any]) -> dict[str, Any]:
     return dict(c)
 
 
-def test_the_mpo_stage_is_a_gang_that_exports_for_the_next(examples: dict[str, Any]) -> None:
+def test_the_mpo_stage_is_a_gang_that_exports_for_the_next(
+    examples: dict[str, Any], worker_command: Any
+) -> None:
     doc, spec = owner(examples["cascaderljob"])
     kids = by_name(build.children(doc, spec, current=0, attempt=1, workers=True))
     assert set(kids) == {
@@ -47,9 +49,9 @@ def test_the_mpo_stage_is_a_gang_that_exports_for_the_next(examples: dict[str, A
         "Job/tiny-cascade-rl-s0-r1",
     }  # fmt: skip  (no gang scheduler, no pools yet)
     trainer = container(kids["Job/tiny-cascade-rl-s0-r1"])
-    command = trainer["command"]
-    assert command[:1] == ["torchrun"] and command[command.index("-m") + 1] == "vlmop.workloads.rl.mpo"
-    f = flags(command)
+    supervisor, torchrun = worker_command(trainer)
+    assert supervisor is not None and torchrun.module and torchrun.training_script == "vlmop.workloads.rl.mpo"
+    f = flags(torchrun.training_script_args)
     assert f["--model-preset"] == "tiny" and "--model-path" not in f
     assert (f["--checkpoint-dir"], f["--export-dir"]) == ("/checkpoints/mpo", "/checkpoints/mpo/final")
     assert (f["--data"], f["--epochs"], f["--lr"]) == ("/data/preferences.jsonl", "1", "2e-07")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import datetime
 import math
+from dataclasses import replace
 from typing import Any
 
 from vlmop.operator.api.common import RunPolicy
-from vlmop.operator.lifecycle import JobView, PodView, blocked, decide, next_due
+from vlmop.operator.lifecycle import JobView, PodView, attempt_of, blocked, decide, next_due
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 JOB = JobView(name="j-r0", uid="job-0")
@@ -156,3 +157,31 @@ def test_a_finished_job_has_nothing_time_driven_left_but_its_ttl() -> None:
     assert next_due(RunPolicy(), done, NOW) == math.inf  # events only
     assert next_due(RunPolicy(ttlSecondsAfterFinished=300), done, NOW) == 240.0
     assert next_due(RunPolicy(ttlSecondsAfterFinished=30), done, NOW) == 0.0
+
+
+def test_a_failure_with_every_pod_alive_restarts_in_place() -> None:
+    """restartStrategy InPlace (the default): the supervisors keep the pods, the Job stays."""
+    alive = [pods("Running")[0], replace(pods("Running", "Failed", message="boom")[1], in_place=True)]
+    d = run({"phase": "Running", "restarts": 2, "inPlaceRestarts": 1}, workers=alive)
+    assert (d.status["restarts"], d.status["inPlaceRestarts"], d.status["phase"]) == (3, 2, "Restarting")
+    assert attempt_of(d.status) == 1 and d.workers  # the same Job (r1)
+    assert "in place" in d.events[0][2] and "boom" in d.events[0][2]
+
+
+def test_a_pod_gone_for_good_or_recreate_restarts_with_new_pods() -> None:
+    dead = pods("Running", "Failed", message="OOMKilled")  # the container itself ended
+    recreate = {"failurePolicy": {"restartStrategy": "Recreate"}}
+    alive = [pods("Running")[0], replace(dead[1], in_place=True)]
+    for workers, policy in ((dead, {}), (alive, recreate), (alive[1:], {})):  # the last: rank 0 missing
+        d = run({"phase": "Running", "restarts": 2, "inPlaceRestarts": 1}, workers=workers, **policy)
+        assert (d.status["restarts"], d.status["inPlaceRestarts"]) == (3, 0)
+        assert attempt_of(d.status) == 3 and "with new pods" in d.events[0][2]
+
+
+def test_an_in_place_restart_runs_once_every_supervisor_runs_the_new_attempt() -> None:
+    stored = {"phase": "Restarting", "restarts": 1, "inPlaceRestarts": 1}
+    behind = [replace(p, phase="Pending", in_place=True, attempt=0) for p in pods("Running", "Running")]
+    d = run(stored, workers=[replace(p, phase="Running", attempt=1) for p in behind[:1]] + behind[1:])
+    assert (d.status["phase"], d.status["restarts"]) == ("Restarting", 1)  # rank 1 not restarted yet
+    d = run(stored, workers=[replace(p, phase="Running", attempt=1) for p in behind])
+    assert (d.status["phase"], d.status["restarts"], attempt_of(d.status)) == ("Running", 1, 0)

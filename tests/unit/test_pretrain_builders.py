@@ -33,7 +33,9 @@ def env(job: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-def test_example_becomes_service_config_podgroup_and_indexed_job(examples: dict[str, Any]) -> None:
+def test_example_becomes_service_config_podgroup_and_indexed_job(
+    examples: dict[str, Any], worker_command: Any
+) -> None:
     children = kids(examples["pretrainjob"], attempt=2)
     assert set(children) == {"Service", "ConfigMap", "PodGroup", "Job"}
     svc, job = children["Service"], children["Job"]
@@ -57,8 +59,12 @@ def test_example_becomes_service_config_podgroup_and_indexed_job(examples: dict[
         "secretKeyRef": {"name": "wandb", "key": "api-key", "optional": True}
     }
     container = pod["containers"][0]
-    assert container["command"][:2] == ["torchrun", "--nnodes=$(NNODES)"]
-    assert container["command"][6:9] == ["--shutdown-timeout=285", "-m", "vlmop.workloads.pretrain"]
+    supervisor, torchrun = worker_command(container)
+    assert supervisor is not None and supervisor.port == 29501  # restartStrategy InPlace by default
+    assert {"name": "supervisor", "containerPort": 29501} in container["ports"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "supervisor"}
+    assert (torchrun.nnodes, torchrun.node_rank, torchrun.shutdown_timeout) == ("2", 0, 285)
+    assert torchrun.module and torchrun.training_script == "vlmop.workloads.pretrain"
     assert container["resources"] == {
         "requests": {"cpu": "4", "memory": "16Gi"},
         "limits": {"nvidia.com/gpu": "1"},
@@ -161,9 +167,18 @@ def test_hash_follows_the_spec_and_the_attempt(examples: dict[str, Any]) -> None
     assert changed["Job"]["metadata"]["annotations"][HASH] != base
 
 
-def test_user_command_replaces_the_trainer(examples: dict[str, Any]) -> None:
+def test_user_command_replaces_the_trainer(examples: dict[str, Any], worker_command: Any) -> None:
     job = kids(examples["pretrainjob"], topology={"command": ["train.py"], "args": ["--fast"]})["Job"]
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"][7:] == ["train.py", "--fast"]
+    _, torchrun = worker_command(job["spec"]["template"]["spec"]["containers"][0])
+    assert (torchrun.training_script, torchrun.training_script_args) == ("train.py", ["--fast"])
+
+
+def test_recreate_runs_torchrun_first_and_no_probe(examples: dict[str, Any], worker_command: Any) -> None:
+    job = kids(examples["pretrainjob"], runPolicy={"failurePolicy": {"restartStrategy": "Recreate"}})["Job"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    supervisor, torchrun = worker_command(container)
+    assert supervisor is None and torchrun.training_script == "vlmop.workloads.pretrain"
+    assert "readinessProbe" not in container and all(p["name"] != "supervisor" for p in container["ports"])
 
 
 @pytest.mark.parametrize(
