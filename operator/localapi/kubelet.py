@@ -137,6 +137,17 @@ class LocalKubelet:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
+    def crash(self, pod: str, module: str) -> int:
+        """SIGKILL the pod's process that runs `python -m <module>` (a trainer dying inside a container
+        that lives on, e.g. torchrun's worker); returns its pid."""
+        process = self.pods[pod].process
+        assert process is not None, f"{pod} runs nothing"
+        (found,) = [
+            c for c in psutil.Process(process.pid).children(recursive=True) if _runs(c.cmdline(), module)
+        ]
+        found.kill()
+        return int(found.pid)
+
     def _loop(self) -> None:
         while not self._stop.wait(0.3):
             try:
@@ -479,6 +490,11 @@ def sweep() -> int:
                 process.kill()
                 killed += 1
     return killed
+
+
+def _runs(argv: list[str], module: str) -> bool:
+    """Whether `argv` is a Python running `module` (its first -m, so not torchrun starting it)."""
+    return "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == [module]
 
 
 def ready_pods(pods: dict[str, LocalPod]) -> list[LocalPod]:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from kubernetes.client import BatchV1Api
 
@@ -88,10 +87,7 @@ def test_a_crashed_trainer_restarts_every_worker_in_place(
     it); the operator restarts every worker's processes in the same pods, from the checkpoint."""
     local.apply(cpu_job(examples, "cpu-inplace", steps=80))
     local.wait(lambda: _saved(local, "cpu-inplace", 8), 180, "the step-8 checkpoint")
-    supervisor = psutil.Process(local.kubelet.pods["cpu-inplace-r0-1"].process.pid)
-    (trainer,) = [c for c in supervisor.children(recursive=True) if "vlmop.workloads.pretrain" in c.cmdline()
-                  and "torch.distributed.run" not in c.cmdline()]  # fmt: skip
-    trainer.kill()
+    local.kubelet.crash("cpu-inplace-r0-1", "vlmop.workloads.pretrain")
     status = finished(local, "cpu-inplace")
     assert status["phase"] == "Succeeded" and status["step"] == 80, status
     assert (status["restarts"], status["inPlaceRestarts"], status["restartsCounted"]) == (1, 1, 1)

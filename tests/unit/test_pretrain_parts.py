@@ -18,7 +18,7 @@ import torch
 from vlmop.operator import progress
 from vlmop.workloads.common import checkpoint
 from vlmop.workloads.common.progress import Progress, Reporter
-from vlmop.workloads.pretrain import data, trainer
+from vlmop.workloads.pretrain import data, models, trainer
 from vlmop.workloads.pretrain.config import parse
 from vlmop.workloads.pretrain.trainer import schedule
 
@@ -275,3 +275,22 @@ def test_a_build_lock_left_by_a_killed_build_is_cleared_a_live_one_kept(
     os.utime(lock, (time.time() - 3600, time.time() - 3600))
     assert trainer.clear_stale_build_lock("deepspeed_shm_comm") and not lock.exists()
     assert not trainer.clear_stale_build_lock("deepspeed_shm_comm")  # none: nothing to do
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-vl"])
+def test_a_model_built_for_a_resume_skips_init_but_keeps_buffers(preset: str, tmp_path: Path) -> None:
+    """weights=False (a resume: the checkpoint holds every weight) builds the same structure with the
+    same computed buffers (RoPE's), and once loaded computes what the original does; from a path too."""
+    torch.manual_seed(0)
+    start = models.build(preset, None)
+    start.save_pretrained(tmp_path, safe_serialization=True)
+    for empty in (models.build(preset, None, weights=False), models.build(None, tmp_path, weights=False)):
+        assert {k: v.shape for k, v in empty.state_dict().items()} == {
+            k: v.shape for k, v in start.state_dict().items()
+        }
+        mine, theirs = dict(empty.named_buffers()), dict(start.named_buffers())
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+        empty.load_state_dict(start.state_dict())
+        if preset == "tiny":  # (tiny-vl's forward needs images: its state, above, is the whole of it)
+            ids = torch.randint(0, 258, (1, 8))
+            assert torch.allclose(empty(input_ids=ids).logits, start(input_ids=ids).logits)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 import transformers
+from transformers.initialization import no_init_weights
 
 from vlmop.operator.api.training import ModelPreset
 
@@ -66,19 +67,30 @@ def is_vision(config: transformers.PretrainedConfig) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
-def build(preset: str | None, path: Path | None) -> torch.nn.Module:
-    """A model in fp32 (DeepSpeed casts to bf16/fp16 from its config)."""
-    if path is not None:
-        config = transformers.AutoConfig.from_pretrained(path)
-        auto = (
-            transformers.AutoModelForImageTextToText
-            if is_vision(config)
-            else transformers.AutoModelForCausalLM
+def build(preset: str | None, path: Path | None, weights: bool = True) -> torch.nn.Module:
+    """A model in fp32 (DeepSpeed casts to bf16/fp16 from its config). `weights=False`: its structure
+    alone, nothing initialised or read, for a resume that loads every weight from the checkpoint (the
+    weights are loaded once, not first from the starting model and then again)."""
+    config = (
+        transformers.AutoConfig.from_pretrained(path) if path is not None else preset_config(preset or "tiny")
+    )
+    if path is not None and weights:
+        model: torch.nn.Module = auto_class(config).from_pretrained(
+            path, use_safetensors=True, dtype=torch.float32
         )
-        model: torch.nn.Module = auto.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
         return model
-    config = preset_config(preset or "tiny")
-    return model_class(config)(config)
+    if weights:
+        return model_class(config)(config)
+    with no_init_weights():  # buffers (RoPE's) are still computed: only parameter init is skipped
+        if path is not None:
+            return auto_class(config).from_config(config, dtype=torch.float32)  # type: ignore[no-any-return]
+        return model_class(config)(config)
+
+
+def auto_class(config: transformers.PretrainedConfig) -> Any:
+    return (
+        transformers.AutoModelForImageTextToText if is_vision(config) else transformers.AutoModelForCausalLM
+    )
 
 
 def model_class(config: transformers.PretrainedConfig) -> type[torch.nn.Module]:

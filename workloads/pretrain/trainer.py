@@ -110,6 +110,10 @@ def clear_stale_build_lock(extension: str, older_than: float = STALE_BUILD_SECON
 
 
 class Trainer:
+    # Whether the starting model's weights matter beyond the first step (MPO's reference log-probs):
+    # then a resume builds it whole before loading the checkpoint.
+    needs_starting_weights = False
+
     def __init__(self, cfg: TrainConfig) -> None:
         import deepspeed
 
@@ -123,6 +127,8 @@ class Trainer:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         self.ds_config = cfg.deepspeed()
         self._seed(cfg.seed)
+        self.store = checkpoint.Store(cfg.checkpoint_dir)
+        self.resume_from = self.store.resolve(cfg.resume_from)  # before the model: it is built for it
         self.model = self._build_model()
         self.flops_per_token = models.flops_per_token(self.model, cfg.seq_length)
         self.data = self._build_data()
@@ -146,7 +152,6 @@ class Trainer:
             accumulation=self.engine.gradient_accumulation_steps(),
             world=self.world,
         )
-        self.store = checkpoint.Store(cfg.checkpoint_dir)
         self.step, self.tokens = 0, 0
         self.reporter = Reporter() if self.rank == 0 else None
         self.stop_requested = False
@@ -159,8 +164,10 @@ class Trainer:
 
     def _build_model(self) -> torch.nn.Module:
         # Built whole on every rank with the same seed, then partitioned by deepspeed.initialize.
-        # (zero.Init would skip transformers' weight init on partitioned tensors; see the notes.)
-        return models.build(self.cfg.model_preset, self.cfg.model_path)
+        # (zero.Init would skip transformers' weight init on partitioned tensors; see the notes.) A
+        # resume reads every weight from the checkpoint: none is initialised or read before it.
+        weights = self.resume_from is None or self.needs_starting_weights
+        return models.build(self.cfg.model_preset, self.cfg.model_path, weights=weights)
 
     def _build_data(self) -> data.Sequences:
         cfg, config = self.cfg, models.config_of(self.model)
@@ -178,7 +185,7 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def resume(self) -> Path | None:
-        found = self.store.resolve(self.cfg.resume_from)
+        found = self.resume_from
         if found is None:
             return None
         self.engine.load_checkpoint(str(found.parent), tag=found.name)

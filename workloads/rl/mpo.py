@@ -61,6 +61,7 @@ def parse(argv: list[str] | None = None) -> MPOTrainConfig:
 
 class MPOTrainer(Trainer):
     cfg: MPOTrainConfig
+    needs_starting_weights = True  # its reference log-probs are the starting model's
 
     def __init__(self, cfg: MPOTrainConfig) -> None:
         super().__init__(cfg)
