@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+from dataclasses import replace
 from typing import Any
 
 from vlmop.operator import cascade
@@ -138,3 +139,18 @@ def test_a_failure_rule_names_its_stage_and_counts_stay_per_stage(examples: dict
     assert (d.status["phase"], failed["reason"]) == ("Failed", "FailurePolicy")
     assert failed["message"].startswith("stage gspo:") and "failed by rule 0" in failed["message"]
     assert d.status["stages"][1]["restarts"] == 0 and d.status["restartsCounted"] == 1  # mpo's, from before
+
+
+def test_a_stage_restarted_in_place_keeps_its_job_and_says_so_in_its_row(examples: dict[str, Any]) -> None:
+    spec = spec_of(examples)
+    mpo = {"name": "mpo", "phase": "Succeeded", "restarts": 2, "inPlaceRestarts": 1}
+    status = {"phase": "Running", "stages": [mpo, {"name": "gspo", "phase": "Running"}]}
+    gspo = JobView("crl-s1-r0", "u1")
+    alive = [replace(pod(gspo, i, "Running"), in_place=True, attempt=0) for i in range(spec.topology.nodes)]
+    alive[-1] = replace(alive[-1], phase="Failed", message="RuntimeError: NCCL timeout", exit_code=1)
+    d = step(spec, status, (1, 0, gspo), alive)
+    row = d.status["stages"][1]
+    assert (row["restarts"], row["inPlaceRestarts"], d.attempt, d.workers) == (1, 1, 0, True)
+    assert "inPlaceRestarts" not in d.status  # a stage's count, in its row only
+    assert d.finished == [(0, 1)]  # mpo's Job is the one its last re-creation made: -r1
+    assert d.pods == alive and "in place" in d.events[0][2]
