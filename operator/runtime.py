@@ -13,6 +13,7 @@ from typing import Any, cast
 import kopf
 
 from vlmop.operator import metrics, peering
+from vlmop.operator.handlers import children
 from vlmop.operator.workqueue import QUEUE
 
 PREFIX = "vlmop.io"
@@ -49,6 +50,10 @@ def configure(settings: kopf.OperatorSettings, options: RunOptions) -> None:
     settings.posting.level = logging.WARNING
     # Watches end server-side every 5 min and reconnect, so a silently dead stream cannot hang us.
     settings.watching.server_timeout = 300
+    # Only our children reach us: the API server filters the kinds we own by their labels, so memory
+    # and watch traffic do not grow with the cluster's other pods, Jobs and Deployments.
+    for kind in children.OWNED:
+        settings.watching.label_selectors[kind] = children.SERVER_SELECTOR
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30

@@ -21,6 +21,20 @@ SELECTOR: dict[str, Any] = {
     OWNER_NAME: kopf.PRESENT,
 }
 Key = tuple[str, str, str]
+# The kinds whose objects the operator watches only to know its own children; the API server filters
+# them (runtime.configure): kopf's `labels=` filters only what it has already received, so without
+# this the operator would receive, and hold for a moment, every pod of the cluster.
+OWNED = (
+    ("v1", "services"),
+    ("v1", "configmaps"),
+    ("v1", "pods"),
+    ("batch", "v1", "jobs"),
+    ("apps", "v1", "deployments"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+)
+SERVER_SELECTOR = f"{MANAGED_BY}=vlmop,{OWNER_KIND},{OWNER_NAME}"
 
 
 def owner_key(body: kopf.Body) -> Key:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,23 @@ def test_a_crashed_trainer_restarts_every_worker_in_place(
     local: LocalCluster, examples: dict[str, Any]
 ) -> None:
     """restartStrategy InPlace: rank 1's trainer process dies (its pod lives, the supervisor first in
-    it); the operator restarts every worker's processes in the same pods, from the checkpoint."""
+    it); the operator restarts every worker's processes in the same pods, from the checkpoint. The
+    failure happens while no operator runs, and the operator that decides the restart is SIGKILLed
+    as soon as it is on record: what a supervisor says, and the restart, are read again, not
+    remembered."""
     local.apply(cpu_job(examples, "cpu-inplace", steps=80))
     local.wait(lambda: _saved(local, "cpu-inplace", 8), 180, "the step-8 checkpoint")
-    local.kubelet.crash("cpu-inplace-r0-1", "vlmop.workloads.pretrain")
+    rank1 = local.kubelet.pods["cpu-inplace-r0-1"]
+    local.stop_operator()
+    local.kubelet.crash(rank1.name, "vlmop.workloads.pretrain")
+    local.wait(lambda: not rank1.ready, 30, "rank 1 not ready: its supervisor holds the failure")
+    local.start_operator()
+    local.wait(lambda: _status(local, "cpu-inplace").get("restarts") == 1, 60, "the restart on record")
+    local.operator.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    local.operator.wait(10)  # type: ignore[union-attr]
+    local.start_operator()
+    local.wait(lambda: rank1.ready, 60, "rank 1 running again, in the same pod")
+    assert local.kubelet.pods[rank1.name] is rank1  # the kubelet's own pod: never re-created
     status = finished(local, "cpu-inplace")
     assert status["phase"] == "Succeeded" and status["step"] == 80, status
     assert (status["restarts"], status["inPlaceRestarts"], status["restartsCounted"]) == (1, 1, 1)
@@ -100,6 +114,10 @@ def test_a_crashed_trainer_restarts_every_worker_in_place(
         "default", label_selector="vlmop.io/owner-name=cpu-inplace"
     )
     assert [j.metadata.name for j in jobs.items] == ["cpu-inplace-r0"]
+
+
+def _status(cluster: LocalCluster, name: str) -> dict[str, Any]:
+    return dict(cluster.get(PRETRAINJOB, name).get("status") or {})
 
 
 def _saved(cluster: LocalCluster, name: str, step: int) -> bool:

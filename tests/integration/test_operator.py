@@ -12,13 +12,15 @@ import copy
 import json
 import time
 import urllib.request
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kmock._internal import references
+from kmock._internal.enums import action
 from kubernetes.client import ApiException, BatchV1Api
 
 from vlmop.operator.api import KINDS, PRETRAINJOB
+from vlmop.operator.handlers import children
 from vlmop.operator.localapi.cluster import LocalCluster
 
 G, V, NS = "vlmop.io", "v1alpha1", "default"
@@ -210,3 +212,29 @@ def test_restart_resumes_without_rewriting_status(
     after = cluster.get(KINDS[2], "survivor")
     assert after["status"] == before["status"]
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_the_operator_receives_only_its_own_children(cluster: LocalCluster) -> None:
+    """Server-side label selectors (runtime.configure): with many foreign pods and a foreign Job in the
+    cluster, every list and watch the operator makes of a kind it owns carries our selector, and the
+    API server answers those queries without any foreign object."""
+    for i in range(300):
+        pod = {"metadata": {"name": f"foreign-{i}", "labels": {"app": "someone-else"}},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}  # fmt: skip
+        cluster.core.create_namespaced_pod(NS, cast(Any, pod))
+    job = {"metadata": {"name": "foreign-job", "labels": {"app.kubernetes.io/managed-by": "someone-else"}},
+           "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                          "containers": [{"name": "c", "image": "busybox"}]}}}}  # fmt: skip
+    BatchV1Api(cluster.client).create_namespaced_job(NS, cast(Any, job))
+    owned = {("", k[1]) if len(k) == 2 else (k[0], k[2]) for k in children.OWNED}
+    reads = [(r, (r.resource.group or "", r.resource.plural)) for r in cluster.server.api._requests
+             if r.action in (action.LIST, action.WATCH) and r.resource is not None]  # fmt: skip
+    reads = [(r, kind) for r, kind in reads if kind in owned]
+    seen = {kind for _, kind in reads}
+    assert {("", "pods"), ("batch", "jobs"), ("apps", "deployments"), ("", "services")} <= seen
+    assert {r.params.get("labelSelector") for r, _ in reads} == {children.SERVER_SELECTOR}
+    pods = cluster.core.list_pod_for_all_namespaces(label_selector=children.SERVER_SELECTOR).items
+    jobs = BatchV1Api(cluster.client).list_job_for_all_namespaces(label_selector=children.SERVER_SELECTOR)
+    assert not [p for p in pods if p.metadata.name.startswith("foreign-")]
+    assert not [j for j in jobs.items if j.metadata.name == "foreign-job"]
+    assert len(cluster.core.list_namespaced_pod(NS, label_selector="app=someone-else").items) == 300
