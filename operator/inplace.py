@@ -1,8 +1,9 @@
 """In-place restarts (runPolicy.failurePolicy.restartStrategy InPlace): each worker runs the vlmop
 supervisor first (vlmop.workloads.common.supervisor), which keeps the pod when the program fails and
 restarts it when asked. The operator reads the supervisors of the attempt's workers and asks them to
-restart: a failed program shows as a not-ready pod, so only those are read while the job runs, and all
-of them while it restarts (a restart is done when every worker runs the current attempt).
+restart: a failed program shows as a not-ready pod, so the supervisors are read while a worker is not
+ready or the job restarts, and not at all while every worker is ready (a restart is done when every
+worker runs the current attempt).
 
 What a supervisor says comes from a pod: only known states and bounded values are taken."""
 
@@ -40,8 +41,12 @@ def workers(
 def observe(pods: Sequence[PodView], job: JobView | None, restarts: int, restarting: bool) -> list[PodView]:
     """The pods as their supervisors see them: a failed program is a Failed pod that lives (in_place),
     a worker not yet restarted into attempt `restarts` (or restarting) is Pending; unasked and
-    unreachable ones stay as the pod's status says."""
-    asked = [p for p in pods if _asked(p, job, restarting)]
+    unreachable ones stay as the pod's status says. Every worker is asked while one is not ready (a
+    restart in place needs every supervisor's word) or the job restarts; none while all are ready."""
+    running = [
+        p for p in pods if job and p.job_uid == job.uid and not p.deleting and p.phase == "Running" and p.ip
+    ]
+    asked = running if restarting or not all(p.ready for p in running) else []
     answers = dict(zip((p.name for p in asked), _parallel(status, asked), strict=True))
     return [_view(p, said, restarts) if (said := answers.get(p.name)) else p for p in pods]
 
@@ -51,11 +56,6 @@ def restart(pods: Sequence[PodView], restarts: int) -> int:
     how many took it (the others are asked again on the next round)."""
     behind = [p for p in pods if p.in_place and p.attempt is not None and p.attempt < restarts and p.ip]
     return sum(_parallel(lambda p: post_restart(str(p.ip), restarts), behind))
-
-
-def _asked(pod: PodView, job: JobView | None, restarting: bool) -> bool:
-    mine = job is not None and pod.job_uid == job.uid and not pod.deleting
-    return mine and pod.phase == "Running" and bool(pod.ip) and (restarting or not pod.ready)
 
 
 def _view(pod: PodView, said: dict[str, Any], restarts: int) -> PodView:

@@ -246,11 +246,12 @@ def reason_of(message: str) -> str:
 
 
 def _alive(pods: Sequence[PodView], nodes: int, job: JobView | None) -> bool:
-    """Whether every worker of the attempt can be restarted where it is: each rank's pod runs (its
-    supervisor up, whatever its program did) and none has failed for good or is being deleted."""
+    """Whether every worker of the attempt can be restarted where it is: each rank's supervisor
+    answered (whatever its program did) and no pod has failed for good or is being deleted. A pod
+    whose supervisor did not answer (gone, or made without one) is re-created with the rest."""
     if job is None or job.failed or any(p.phase == "Failed" and not p.in_place for p in pods):
         return False
-    return {p.index for p in pods if p.phase == "Running" or p.in_place} >= set(range(nodes))
+    return {p.index for p in pods if p.in_place} >= set(range(nodes))
 
 
 def attempt_of(status: Mapping[str, Any]) -> int:

@@ -161,7 +161,8 @@ def test_a_finished_job_has_nothing_time_driven_left_but_its_ttl() -> None:
 
 def test_a_failure_with_every_pod_alive_restarts_in_place() -> None:
     """restartStrategy InPlace (the default): the supervisors keep the pods, the Job stays."""
-    alive = [pods("Running")[0], replace(pods("Running", "Failed", message="boom")[1], in_place=True)]
+    ranks = pods("Running", "Failed", message="boom")
+    alive = [replace(p, in_place=True, attempt=2) for p in ranks]  # both supervisors answered
     d = run({"phase": "Running", "restarts": 2, "inPlaceRestarts": 1}, workers=alive)
     assert (d.status["restarts"], d.status["inPlaceRestarts"], d.status["phase"]) == (3, 2, "Restarting")
     assert attempt_of(d.status) == 1 and d.workers  # the same Job (r1)
@@ -171,8 +172,9 @@ def test_a_failure_with_every_pod_alive_restarts_in_place() -> None:
 def test_a_pod_gone_for_good_or_recreate_restarts_with_new_pods() -> None:
     dead = pods("Running", "Failed", message="OOMKilled")  # the container itself ended
     recreate = {"failurePolicy": {"restartStrategy": "Recreate"}}
-    alive = [pods("Running")[0], replace(dead[1], in_place=True)]
-    for workers, policy in ((dead, {}), (alive, recreate), (alive[1:], {})):  # the last: rank 0 missing
+    alive = [replace(p, in_place=True) for p in dead]
+    unanswered = [dead[0], alive[1]]  # rank 0's supervisor did not answer (or the pod has none)
+    for workers, policy in ((dead, {}), (alive, recreate), (alive[1:], {}), (unanswered, {})):
         d = run({"phase": "Running", "restarts": 2, "inPlaceRestarts": 1}, workers=workers, **policy)
         assert (d.status["restarts"], d.status["inPlaceRestarts"]) == (3, 0)
         assert attempt_of(d.status) == 3 and "with new pods" in d.events[0][2]

@@ -164,6 +164,11 @@ def test_the_operator_reads_the_supervisor_and_restarts_it(running: Running, mon
     (seen,) = inplace.observe([pod], job, restarts=0, restarting=False)
     assert (seen.phase, seen.in_place, seen.attempt, seen.exit_code) == ("Failed", True, 0, 3)
     assert "bad flag" in seen.failure().message
+    rank0 = dataclasses.replace(pod, name="w-0", index=0, ready=True)  # asked too: one is not ready
+    assert [v.in_place for v in inplace.observe([rank0, pod], job, restarts=0, restarting=False)] == [
+        True,
+        True,
+    ]
     (behind,) = inplace.observe([pod], job, restarts=1, restarting=True)
     assert (behind.phase, behind.attempt) == ("Pending", 0)
     assert inplace.restart([behind], 1) == 1
