@@ -6,11 +6,12 @@ replica left; Progressing while the pools come up or roll."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from vlmop.operator import status as st
+from vlmop.operator.builders.common import COMPONENT
 from vlmop.operator.lifecycle import stamp
 
 OWNED_CONDITIONS = (
@@ -31,6 +32,23 @@ class DeploymentView:
     replicas: int  # desired, as the Deployment's spec says (the autoscaler may have changed it)
     ready: int
     updated: int  # replicas on the current template
+
+
+def with_created(
+    seen: Mapping[str, DeploymentView], desired: list[dict[str, Any]], pending: Callable[[str, str], bool]
+) -> dict[str, DeploymentView]:
+    """`seen` (the index) plus the Deployments written but not shown by the index yet (`pending`), as
+    created: none of their replicas ready. The first status then says what the next round will."""
+    out = dict(seen)
+    for m in desired:
+        meta = m["metadata"]
+        if m["kind"] == "Deployment" and pending("Deployment", meta["name"]):
+            component, replicas = (
+                meta["labels"][COMPONENT],
+                m["spec"].get("replicas", 1),
+            )  # 1: the API's default
+            out.setdefault(component, DeploymentView(meta["name"], component, replicas, 0, 0))
+    return out
 
 
 def decide(

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from vlmop.operator import status
 from vlmop.operator.builders.common import COMPANION_OF, HASH, Manifest
+from vlmop.operator.expectations import Expectations
 
 _client: kubernetes.client.ApiClient | None = None
 # Kinds whose spec cannot be patched in place (a Job's pod template is immutable): replaced instead.
@@ -131,12 +132,18 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
 
 
 def converge(
-    namespace: str, desired: Sequence[Manifest], actual: Iterable[ChildRef], keep: Iterable[str] = ()
+    namespace: str,
+    desired: Sequence[Manifest],
+    actual: Iterable[ChildRef],
+    keep: Iterable[str] = (),
+    expected: Expectations | None = None,
 ) -> int:
     """Make the children match `desired`, leaving the children named in `keep` as they are; returns
-    how many writes it took (0 when converged)."""
+    how many writes it took (0 when converged). With `expected`, the writes of earlier rounds that
+    the index (`actual`) does not show yet count as done, and this round's are added to it."""
     kept = set(keep)
-    have = {(c.kind, c.name): c for c in actual if c.name not in kept}
+    expected = expected if expected is not None else Expectations()
+    have = {(c.kind, c.name): c for c in expected.merge(actual) if c.name not in kept}
     want = {(m["kind"], m["metadata"]["name"]): m for m in desired}
     companions = [m for m in desired if m["kind"] in COMPANIONS]
     writes = 0
@@ -146,6 +153,7 @@ def converge(
                 job, name = companion_of(companion), companion["metadata"]["name"]
                 delete(companion["apiVersion"], companion["kind"], namespace, child.name + name[len(job) :])
             delete(child.api_version, child.kind, namespace, child.name)
+            expected.removed(child.kind, child.name)
             writes += 1
     for key, manifest in want.items():
         if manifest["kind"] in COMPANIONS:
@@ -165,8 +173,15 @@ def converge(
                 create_optional(manifest)
             else:
                 create(manifest)
+        expected.wrote(ref_of(manifest))
         writes += 1
     return writes
+
+
+def ref_of(manifest: Manifest) -> ChildRef:
+    """The ChildRef the index will hold for this manifest once its watch shows it."""
+    meta = manifest["metadata"]
+    return ChildRef(manifest["apiVersion"], manifest["kind"], meta["name"], meta["annotations"].get(HASH))
 
 
 def companion_of(manifest: Manifest) -> str:

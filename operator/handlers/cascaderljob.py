@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from vlmop.operator import cascade, inplace, kube, lifecycle, metrics, progress
+from vlmop.operator import cascade, expectations, inplace, kube, lifecycle, metrics, progress
 from vlmop.operator.api import CASCADERLJOB as KIND
 from vlmop.operator.api import CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
@@ -60,7 +60,7 @@ def reconcile(
     desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
     keep = build.finished_jobs(body, decision.finished)
     try:
-        writes = kube.converge(namespace, desired, children.get(key, []), keep)
+        writes = kube.converge(namespace, desired, children.get(key, []), keep, expectations.of(memo))
         metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
     except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
         # The same status and events, seen as one gang's decision.

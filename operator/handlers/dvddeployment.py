@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from vlmop.operator import availability, kube, metrics
+from vlmop.operator import availability, expectations, kube, metrics
 from vlmop.operator.api import DVDDEPLOYMENT as KIND
 from vlmop.operator.api import DvDDeploymentSpec
 from vlmop.operator.autoscaler import evaluate
@@ -44,15 +44,15 @@ def reconcile(
             spec, namespace, name, names, current, ready, status, state, time.monotonic(), now,
             wake=lambda: QUEUE.wake_threadsafe(key), sooner=lambda seconds: memo.__setitem__(SOONER, seconds),
         )  # fmt: skip
-    desired = build.children(body, spec, evaluate.desired(spec, status))
+    desired, expected = build.children(body, spec, evaluate.desired(spec, status)), expectations.of(memo)
     try:
-        writes = kube.converge(namespace, desired, children.get(key, []))
+        writes = kube.converge(namespace, desired, children.get(key, []), expected=expected)
         metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
     except kube.MissingAPI as missing:  # KEDA not installed: said in status, rechecked later
         events.append(("Warning", "AutoscalerMissing", str(missing)))
     status = availability.decide(
         build.POOLS,
-        seen,
+        availability.with_created(seen, desired, expected.pending),
         status,
         body.metadata.get("generation"),
         build.endpoint(body, spec),

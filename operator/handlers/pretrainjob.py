@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from vlmop.operator import inplace, kube, lifecycle, metrics, progress
+from vlmop.operator import expectations, inplace, kube, lifecycle, metrics, progress
 from vlmop.operator.api import PRETRAINJOB as KIND
 from vlmop.operator.api import PretrainJobSpec
 from vlmop.operator.builders import gang as gangs
@@ -59,7 +59,9 @@ def reconcile(
         return write_status(KIND, body, decision.status)
     desired = build.children(body, spec, lifecycle.attempt_of(decision.status), decision.workers)
     try:
-        metrics.CHILD_WRITES.labels(KIND.kind).inc(kube.converge(namespace, desired, children.get(key, [])))
+        metrics.CHILD_WRITES.labels(KIND.kind).inc(
+            kube.converge(namespace, desired, children.get(key, []), expected=expectations.of(memo))
+        )
     except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
         lifecycle.blocked(
             decision, current, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at

@@ -143,7 +143,7 @@ class StructuralSchema:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._validator = jsonschema.Draft4Validator(schema)
+        self._validators: dict[str | None, Any] = {None: jsonschema.Draft4Validator(schema)}
         self._env = celpy.Environment()
         self._programs: dict[str, Any] = {}
 
@@ -153,23 +153,33 @@ class StructuralSchema:
         """Prune and default `obj` in place; return the validation failures (empty when valid).
         With `root`, only that top-level field is checked (the status subresource). With `old` (an
         update), failures on values left unchanged are ratcheted away, as kube-apiserver >= 1.30
-        does, so objects stored under an older schema can still be labelled and given status."""
+        does, so objects stored under an older schema can still be labelled and given status; a
+        subtree equal to the old one is not evaluated again (CEL is the costly part of a write)."""
         prune(obj, self.schema)
         default(obj, self.schema)
         causes = list(_out_of_int64(obj, ""))  # what kube-apiserver cannot even decode
-        causes += [self._schema_cause(e) for e in self._validator.iter_errors(obj)]
+        checked = _at(obj, root or "")  # with `root`, only its subtree (absent: nothing to check)
+        if checked is not _MISSING:
+            causes += [self._schema_cause(e, root) for e in self._validator_of(root).iter_errors(checked)]
         if not causes:  # CEL sees only well-typed objects (its int64 cannot hold the rest)
             causes += list(_duplicates(obj, self.schema, ""))
-            causes += list(self._cel_causes(obj, self.schema, ""))
+            top = {root: self.schema["properties"][root]} if root else self.schema.get("properties", {})
+            causes += list(self._cel_causes(obj, {**self.schema, "properties": top}, "", old))
         if root is not None:
             causes = [c for c in causes if c["field"] == root or c["field"].startswith(root + ".")]
         if old is not None:
             causes = [c for c in causes if _at(obj, c["field"]) != _at(old, c["field"])]
         return sorted(causes, key=lambda c: c["field"])
 
+    def _validator_of(self, root: str | None) -> Any:
+        """The whole schema's validator, or the one of a top-level field's schema (cached)."""
+        if root not in self._validators:
+            self._validators[root] = jsonschema.Draft4Validator(self.schema["properties"][root])
+        return self._validators[root]
+
     @staticmethod
-    def _schema_cause(error: jsonschema.ValidationError) -> Cause:
-        field = ""
+    def _schema_cause(error: jsonschema.ValidationError, root: str | None = None) -> Cause:
+        field = root or ""
         for key in error.absolute_path:
             field = _join(field, key)
         if error.validator == "required":
@@ -192,11 +202,13 @@ class StructuralSchema:
             "message": f"Invalid value: {error.instance!r}: {detail}",
         }
 
-    def _cel_causes(self, obj: Any, schema: Schema, path: str) -> Iterator[Cause]:
-        if obj is None:
+    def _cel_causes(self, obj: Any, schema: Schema, path: str, old: Any = _MISSING) -> Iterator[Cause]:
+        if obj is None or obj == old:  # unchanged: its rules held before (or are ratcheted away)
             return
+        value = None  # converted for CEL once per node, however many rules it has
         for rule in schema.get("x-kubernetes-validations", []):
-            if not self._holds(rule["rule"], obj):
+            value = celpy.adapter.json_to_cel(obj) if value is None else value
+            if not self._holds(rule["rule"], value):
                 field = (path + rule["fieldPath"]).lstrip(".") if rule.get("fieldPath") else path
                 yield {
                     "reason": "FieldValueInvalid",
@@ -206,15 +218,17 @@ class StructuralSchema:
         if isinstance(obj, dict):
             for key, sub in schema.get("properties", {}).items():
                 if key in obj:
-                    yield from self._cel_causes(obj[key], sub, _join(path, key))
+                    before = old.get(key, _MISSING) if isinstance(old, dict) else _MISSING
+                    yield from self._cel_causes(obj[key], sub, _join(path, key), before)
         elif isinstance(obj, list) and "items" in schema:
-            for index, item in enumerate(obj):
-                yield from self._cel_causes(item, schema["items"], _join(path, index))
+            for index, item in enumerate(obj):  # list items are compared by position
+                before = old[index] if isinstance(old, list) and index < len(old) else _MISSING
+                yield from self._cel_causes(item, schema["items"], _join(path, index), before)
 
     def _holds(self, rule: str, value: Any) -> bool:
         if rule not in self._programs:
             self._programs[rule] = self._env.program(self._env.compile(rule))
         try:
-            return bool(self._programs[rule].evaluate({"self": celpy.adapter.json_to_cel(value)}))
+            return bool(self._programs[rule].evaluate({"self": value}))
         except celpy.evaluation.CELEvalError:
             return False  # a rule that cannot evaluate on this value rejects it, as kube-apiserver does

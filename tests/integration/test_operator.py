@@ -19,7 +19,10 @@ from kmock._internal import references
 from kmock._internal.enums import action
 from kubernetes.client import ApiException, BatchV1Api
 
-from vlmop.operator.api import KINDS, PRETRAINJOB
+from vlmop.operator import kube
+from vlmop.operator.api import KINDS, PRETRAINJOB, DvDDeploymentSpec
+from vlmop.operator.builders import dvddeployment as build_dvd
+from vlmop.operator.expectations import Expectations
 from vlmop.operator.handlers import children
 from vlmop.operator.localapi.cluster import LocalCluster
 
@@ -239,3 +242,31 @@ def test_the_operator_receives_only_its_own_children(cluster: LocalCluster) -> N
     assert not [p for p in pods if p.metadata.name.startswith("foreign-")]
     assert not [j for j in jobs.items if j.metadata.name == "foreign-job"]
     assert len(cluster.core.list_namespaced_pod(NS, label_selector="app=someone-else").items) == 300
+
+
+def test_children_written_but_not_yet_indexed_are_not_written_again(
+    cluster: LocalCluster, examples: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexes lag behind the operator's own writes: a round that runs before they catch up counts
+    what earlier rounds wrote as done (expectations), so each child is written once, not 409'd again."""
+    monkeypatch.setattr(kube, "_client", cluster.client)  # kube's requests, in this process
+    doc = renamed(examples["dvddeployment"], "lagging")
+    owner = {**doc, "metadata": {**doc["metadata"], "namespace": NS, "uid": "a-uid", "generation": 1}}
+    spec = DvDDeploymentSpec.model_validate(doc["spec"])
+    desired, expected = build_dvd.children(owner, spec), Expectations()
+    before = len(cluster.server.api._requests)
+    assert kube.converge(NS, desired, [], expected=expected) == len(desired)
+    assert kube.converge(NS, desired, [], expected=expected) == 0  # the index still shows nothing
+    bigger = build_dvd.children(owner, spec, {"vision": 3})  # one pool changed: replaced once
+    assert kube.converge(NS, bigger, [], expected=expected) == 1
+    assert kube.converge(NS, bigger, [], expected=expected) == 0
+    writes = [r for r in cluster.server.api._requests[before:] if r.method.value != "GET"]
+    assert len(writes) == len(desired) + 1
+    assert [r.method.value for r in writes].count("POST") == len(desired)
+    # Once the index shows the children as written, the expectations are confirmed and dropped.
+    assert kube.converge(NS, bigger, [kube.ref_of(m) for m in bigger], expected=expected) == 0
+    assert not expected.written
+    # Without expectations, the same stale index makes a round write every child again.
+    again = len(cluster.server.api._requests)
+    assert kube.converge(NS, bigger, []) == len(bigger)
+    assert sum(r.method.value != "GET" for r in cluster.server.api._requests[again:]) == len(bigger)

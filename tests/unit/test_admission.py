@@ -348,3 +348,20 @@ def test_updates_ratchet_over_values_left_unchanged(examples: dict[str, Any]) ->
     assert SCHEMAS["PretrainJob"].admit(labelled, old=stored) == []
     worse = with_change(labelled, "spec.topology.nodes", "more")
     assert [c["field"] for c in SCHEMAS["PretrainJob"].admit(worse, old=stored)] == ["spec.topology.nodes"]
+
+
+def test_cel_rules_of_unchanged_values_are_not_evaluated_again(examples: dict[str, Any]) -> None:
+    # Stored under an older schema: spec.deepspeed breaks a CEL rule (offloadParams needs ZeRO-3).
+    stored = with_change(examples["pretrainjob"], "spec.deepspeed", {"zeroStage": 2, "offloadParams": True})
+    given_status = with_change(stored, "status", {"phase": "Running"})
+    assert SCHEMAS["PretrainJob"].admit(given_status, root="status", old=stored) == []
+    assert SCHEMAS["PretrainJob"].admit(copy.deepcopy(given_status), old=stored) == []
+    # A change inside that subtree evaluates its rules again: the changed field's rule fails, the
+    # unchanged field's failure is ratcheted away.
+    changed = with_change(given_status, "spec.deepspeed.offloadOptimizer", True)
+    changed["spec"]["deepspeed"]["zeroStage"] = 0
+    causes = SCHEMAS["PretrainJob"].admit(changed, old=stored)
+    assert [c["field"] for c in causes] == ["spec.deepspeed.offloadOptimizer"]
+    # The stored object created anew is refused.
+    fields = [c["field"] for c in SCHEMAS["PretrainJob"].admit(copy.deepcopy(stored))]
+    assert fields == ["spec.deepspeed.offloadParams"]

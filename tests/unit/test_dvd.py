@@ -119,6 +119,21 @@ def test_status_follows_the_pools(before: str | None, seen: dict[str, Any], phas
         }
 
 
+def test_the_first_status_counts_the_pools_just_created(examples: dict[str, Any]) -> None:
+    """The round that creates the pools reports them as the next round (its index showing them, no
+    replica ready) will: one status write, not a "not created" one and then another."""
+    desired = list(children(examples["dvddeployment"]).values())
+    names = {m["metadata"]["name"] for m in desired if m["kind"] == "Deployment"}
+    created = availability.with_created(
+        {}, desired, lambda kind, name: kind == "Deployment" and name in names
+    )
+    indexed = {c: view(c, created[c].replicas, 0, 0) for c in build.POOLS}
+    first = availability.decide(build.POOLS, created, {}, 1, "http://gw", NOW)
+    assert first == availability.decide(build.POOLS, indexed, {}, 1, "http://gw", NOW)
+    assert first["phase"] == "Progressing" and "not created" not in first["conditions"][0]["message"]
+    assert availability.with_created({}, desired, lambda kind, name: False) == {}  # not written: missing
+
+
 def test_keda_and_hpa_modes_leave_the_replicas_to_them(examples: dict[str, Any]) -> None:
     auto = {"prometheusUrl": "http://prom:9090", "scaleDownStabilizationSeconds": 120, "maxStep": 2}
     keda = children(examples["dvddeployment"], autoscaling={**auto, "mode": "keda"})
