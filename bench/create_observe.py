@@ -174,7 +174,8 @@ def main(count: int, example: str, rate: float, steady: float, profile: Path | N
             classify(r, plurals) for r in cluster.server.api._requests[requests_before:]
         )
         settled, steady_before = len(cluster.server.api._requests), cpu_seconds(pid)
-        time.sleep(steady)
+        with pyspy.record(pid, profile / "operator-steady.txt") if profile else contextlib.nullcontext():
+            time.sleep(steady)
         cpu_share = (cpu_seconds(pid) - steady_before) / steady
         steady_writes = sum(r.method.value != "GET" for r in cluster.server.api._requests[settled:])
         rss = peak_rss_mib(pid), peak_rss_mib(os.getpid())
@@ -215,8 +216,12 @@ def report(profile: Path, out: dict[str, float]) -> None:
     lines = [f"bench process: {sum(server.values()) / 100:.1f} s sampled"]
     for name, samples in threads.items():
         lines.append(f"  {name}: {sum(samples.values()) / 100:.1f} s")
-    operator = pyspy.stacks(profile / "operator.txt")
-    for name, samples in (("operator", operator), ("api server", threads["api server"])):
+    operator, resyncs = pyspy.stacks(profile / "operator.txt"), pyspy.stacks(profile / "operator-steady.txt")
+    for name, samples in (
+        ("operator", operator),
+        ("api server", threads["api server"]),
+        ("resyncs", resyncs),
+    ):
         lines.append(f"{name}: {sum(samples.values()) / 100:.1f} s sampled; top functions (self):")
         lines += [f"  {share:6.1%}  {fn}" for fn, share in pyspy.top(samples, 15)]
     out["api_server_cpu_seconds"] = sum(threads["api server"].values()) / 100

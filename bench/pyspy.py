@@ -15,7 +15,8 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def record(pid: int, out: Path, rate: int = 100) -> Iterator[None]:
-    """Sample `pid` (the thread holding the GIL: Python's CPU time) into `out` (collapsed stacks) while the block runs."""
+    """Sample `pid`'s thread holding the GIL (its Python CPU time) into `out` (collapsed stacks)
+    while the block runs."""
     exe = shutil.which("py-spy")
     if exe is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")

@@ -1,8 +1,9 @@
 """Which owner to reconcile, and when. kopf watches and indexes; each owner's watch events and each
 reconcile's own schedule put keys here, and one loop runs them: one reconcile at a time per object, up
-to WORKERS at once, each again after the resync period (pods, rank 0's progress, the autoscaler and
-ttlSecondsAfterFinished are time-driven), sooner after an error, never again until an event when the
-reconcile says nothing time-driven is left (IDLE: a finished job without a TTL).
+to WORKERS at once, each again after the resync period while it has time-driven work (rank 0's
+progress while its pods run, the autoscaler), sooner after an error, when the reconcile says otherwise
+(NEXT: a deadline, ttlSecondsAfterFinished, QUIET_SECONDS while nothing runs), never again until an
+event when nothing time-driven is left (a finished job without a TTL).
 
 Why not kopf's timers and change handlers: a kopf timer puts kopf's finalizer on every object and a
 change handler its last-handled annotation, two writes per object that a level-based reconcile does
@@ -41,18 +42,17 @@ WAKE_SECONDS = 0.5
 SOONER = (
     "run-again-in"  # a memo key: the reconcile wants to run again this soon (seconds), not a resync later
 )
-# A memo key: nothing time-driven is left (a finished job): run again on an event only, no resync.
-IDLE = "idle-until-event"
+# A memo key: when the reconcile has time-driven work again (seconds; infinity: never, an event only),
+# instead of the resync (lifecycle.next_due, lifecycle.QUIET_SECONDS).
+NEXT = "next-due-in"
 log = logging.getLogger("vlmop.operator")
 
 
 def idle(memo: dict[str, Any], due: float | None) -> None:
     """Tell the queue when the object has time-driven work again (None: the usual resync; infinity:
     never, until an event)."""
-    if due == math.inf:
-        memo[IDLE] = True
-    elif due is not None:
-        memo[SOONER] = due
+    if due is not None:
+        memo[NEXT] = due
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Entry:
     dirty: bool = False  # the object changed while it ran: run again at once
     failures: int = 0
     memo: dict[str, Any] = field(default_factory=dict)
-    idle: bool = False  # parked: runs again on an event only (IDLE)
+    idle: bool = False  # parked: runs again on an event only (NEXT: infinity)
 
 
 class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
@@ -186,9 +186,8 @@ class WorkQueue:
                 pool, lambda: fn(body=kopf.Body(cast(Any, body)), logger=logger, memo=entry.memo, **indices)
             )
             entry.failures = 0
+            delay = entry.memo.pop(NEXT, delay)
             delay = min(delay, entry.memo.pop(SOONER, delay))
-            if entry.memo.pop(IDLE, False):
-                delay = math.inf
             if written is not None and newer(written, entry.body):
                 entry.body = dict(written)
         except kube.Gone:  # deleted while we were away from its watch: forgotten

@@ -59,10 +59,12 @@ def reconcile(
         return write_status(KIND, body, decision.status)
     desired = build.children(body, spec, decision.current, decision.attempt, decision.workers)
     keep = build.finished_jobs(body, decision.finished)
+    running = any(p.phase == "Running" for p in worker_pods.get(key, []))  # else events drive it
     try:
         writes = kube.converge(namespace, desired, children.get(key, []), keep, expectations.of(memo))
         metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
     except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
+        running = True
         # The same status and events, seen as one gang's decision.
         gang = lifecycle.Decision(decision.status, decision.workers, events=decision.events)
         generation = body.metadata.get("generation")
@@ -72,7 +74,7 @@ def reconcile(
     report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)
-    idle(memo, lifecycle.next_due(spec.run_policy, decision.status, at))
+    idle(memo, lifecycle.next_due(spec.run_policy, decision.status, at, running))
     return write_status(KIND, body, decision.status)
 
 

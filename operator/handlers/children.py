@@ -136,6 +136,18 @@ async def wake_owner(body: kopf.Body, **_: Any) -> None:
     QUEUE.wake(owner_key(body))
 
 
+@kopf.on.event("v1", "services", labels=SELECTOR)
+@kopf.on.event("v1", "configmaps", labels=SELECTOR)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=SELECTOR)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=SELECTOR)
+@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=SELECTOR)
+async def wake_owner_of_deleted(type: str, body: kopf.Body, **_: Any) -> None:
+    """A child deleted by someone: its owner makes it again now, not at its next resync (an owner with
+    nothing running has none for minutes: lifecycle.QUIET_SECONDS)."""
+    if type == "DELETED":
+        QUEUE.wake(owner_key(body))
+
+
 @kopf.index("apps", "v1", "deployments", id="deployments", labels=SELECTOR)
 def deployments(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, **_: Any) -> dict[Key, DeploymentView]:
     view = DeploymentView(

@@ -1,7 +1,8 @@
 """DvDDeployment reconcile: thin — run the autoscaler when due (mode operator), build the three pools
 at the chosen sizes (builders), converge them (kube), fold the Deployments' readiness into one status
-(availability). Run by the work queue on changes and every resync, reading Deployments from
-the index (a converged round makes no API call)."""
+(availability). Run by the work queue on changes, and every resync while the operator autoscales it
+(else the pools' events drive it), reading Deployments from the index (a converged round makes no API
+call)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from vlmop.operator.api import DvDDeploymentSpec
 from vlmop.operator.autoscaler import evaluate
 from vlmop.operator.builders import dvddeployment as build
 from vlmop.operator.builders.autoscaling import SCALED
+from vlmop.operator.lifecycle import QUIET_SECONDS
 from vlmop.operator.reconcile import Written, write_status
-from vlmop.operator.workqueue import QUEUE, SOONER, ObjectLogger
+from vlmop.operator.workqueue import QUEUE, SOONER, ObjectLogger, idle
 
 
 @QUEUE.register(KIND)
@@ -48,6 +50,8 @@ def reconcile(
     try:
         writes = kube.converge(namespace, desired, children.get(key, []), expected=expected)
         metrics.CHILD_WRITES.labels(KIND.kind).inc(writes)
+        if spec.autoscaling.mode != "operator":  # no autoscaler rounds: the pools' events drive it
+            idle(memo, QUIET_SECONDS)
     except kube.MissingAPI as missing:  # KEDA not installed: said in status, rechecked later
         events.append(("Warning", "AutoscalerMissing", str(missing)))
     status = availability.decide(

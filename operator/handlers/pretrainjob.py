@@ -58,11 +58,13 @@ def reconcile(
             kube.event(body, type_, reason, message)
         return write_status(KIND, body, decision.status)
     desired = build.children(body, spec, lifecycle.attempt_of(decision.status), decision.workers)
+    running = any(p.phase == "Running" for p in pods)  # else events drive it (lifecycle.next_due)
     try:
         metrics.CHILD_WRITES.labels(KIND.kind).inc(
             kube.converge(namespace, desired, children.get(key, []), expected=expectations.of(memo))
         )
     except kube.MissingAPI as missing:  # retried on the next resync, once it is installed
+        running = True
         lifecycle.blocked(
             decision, current, "GangSchedulerMissing", str(missing), body.metadata.get("generation"), at
         )
@@ -71,7 +73,7 @@ def reconcile(
     report(decision, spec.metrics_port, body.metadata.annotations.get(progress.CHECKPOINT_REQUEST))
     for type_, reason, message in decision.events:
         kube.event(body, type_, reason, message)
-    idle(memo, lifecycle.next_due(spec.run_policy, decision.status, at))
+    idle(memo, lifecycle.next_due(spec.run_policy, decision.status, at, running))
     return write_status(KIND, body, decision.status)
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from vlmop.operator.api.common import RunPolicy
-from vlmop.operator.lifecycle import JobView, PodView, attempt_of, blocked, decide, next_due
+from vlmop.operator.lifecycle import QUIET_SECONDS, JobView, PodView, attempt_of, blocked, decide, next_due
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 JOB = JobView(name="j-r0", uid="job-0")
@@ -153,10 +153,20 @@ def test_staying_blocked_keeps_the_transition_time_and_warns_once() -> None:
 
 def test_a_finished_job_has_nothing_time_driven_left_but_its_ttl() -> None:
     done = {"phase": "Succeeded", "completionTime": "2026-01-01T11:59:00Z"}
-    assert next_due(RunPolicy(), {"phase": "Running"}, NOW) is None  # the usual resync
-    assert next_due(RunPolicy(), done, NOW) == math.inf  # events only
-    assert next_due(RunPolicy(ttlSecondsAfterFinished=300), done, NOW) == 240.0
-    assert next_due(RunPolicy(ttlSecondsAfterFinished=30), done, NOW) == 0.0
+    assert next_due(RunPolicy(), {"phase": "Running"}, NOW, running=True) is None  # the usual resync
+    for running in (True, False):
+        assert next_due(RunPolicy(), done, NOW, running) == math.inf  # events only
+        assert next_due(RunPolicy(ttlSecondsAfterFinished=300), done, NOW, running) == 240.0
+        assert next_due(RunPolicy(ttlSecondsAfterFinished=30), done, NOW, running) == 0.0
+
+
+def test_a_job_with_nothing_running_waits_for_events_and_its_deadline() -> None:
+    pending = {"phase": "Pending", "startTime": "2026-01-01T11:59:00Z"}
+    assert next_due(RunPolicy(), pending, NOW, running=False) == QUIET_SECONDS
+    assert next_due(RunPolicy(activeDeadlineSeconds=90), pending, NOW, running=False) == 30.0
+    assert next_due(RunPolicy(activeDeadlineSeconds=30), pending, NOW, running=False) == 0.0
+    assert next_due(RunPolicy(activeDeadlineSeconds=9000), pending, NOW, running=False) == QUIET_SECONDS
+    assert next_due(RunPolicy(activeDeadlineSeconds=90), pending, NOW, running=True) is None
 
 
 def test_a_failure_with_every_pod_alive_restarts_in_place() -> None:

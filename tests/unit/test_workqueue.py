@@ -243,3 +243,22 @@ def test_a_ttl_runs_the_object_when_it_expires() -> None:
         assert len(runs) == 2
 
     run(queue, scenario)
+
+
+def test_a_quiet_object_runs_on_events_and_after_its_own_due_not_every_resync() -> None:
+    def waiting(body: Any, memo: dict[str, Any]) -> None:  # nothing runs: events drive it
+        idle(memo, 0.5)
+
+    queue, runs = queue_with(waiting, resync=0.05)
+
+    async def scenario() -> None:
+        queue.observe("Kind", "ADDED", obj("a", 1))
+        await asyncio.sleep(0.3)  # six resyncs' worth: none
+        assert runs == [("a", "1")]
+        queue.observe("Kind", "MODIFIED", obj("a", 2))
+        await asyncio.sleep(0.05)
+        assert runs == [("a", "1"), ("a", "2")]
+        await asyncio.sleep(0.55)  # its own due: once more
+        assert runs == [("a", "1"), ("a", "2"), ("a", "2")]
+
+    run(queue, scenario)
