@@ -35,14 +35,15 @@ class DeploymentView:
 
 
 def with_created(
-    seen: Mapping[str, DeploymentView], desired: list[dict[str, Any]], pending: Callable[[str, str], bool]
+    seen: Mapping[str, DeploymentView], desired: list[dict[str, Any]], present: Callable[[str, str], bool]
 ) -> dict[str, DeploymentView]:
-    """`seen` (the index) plus the Deployments written but not shown by the index yet (`pending`), as
-    created: none of their replicas ready. The first status then says what the next round will."""
+    """`seen` (the deployments index) plus the Deployments that exist (`present`: written, or in
+    another index) but are not in it yet, as created: none of their replicas ready. The first status
+    then says what the next round will."""
     out = dict(seen)
     for m in desired:
         meta = m["metadata"]
-        if m["kind"] == "Deployment" and pending("Deployment", meta["name"]):
+        if m["kind"] == "Deployment" and present("Deployment", meta["name"]):
             component, replicas = (
                 meta["labels"][COMPONENT],
                 m["spec"].get("replicas", 1),

@@ -18,7 +18,6 @@ from vlmop.operator.api.common import ApiModel
 
 SpecT = TypeVar("SpecT", bound=ApiModel)
 Written = dict[str, Any] | None  # the object as a status write left it; None when nothing was written
-PARSED = "parsed-spec"  # a memo key: (generation, spec, errors)
 
 
 def spec_errors(info: KindInfo, spec: Mapping[str, Any]) -> str | None:
@@ -39,17 +38,13 @@ def typed(info: KindInfo, fn: Callable[..., Written]) -> Callable[..., Written]:
     """`fn` called with the spec parsed once (`spec=`), counted and timed per kind; an invalid spec
     marks the object Failed/InvalidSpec instead of calling it."""
 
-    def reconcile(body: kopf.Body, logger: Any, memo: dict[str, Any], **kwargs: Any) -> Written:
+    def reconcile(body: kopf.Body, logger: Any, **kwargs: Any) -> Written:
         with metrics.reconciling(info.kind) as outcome:
-            generation = body.get("metadata", {}).get("generation")
-            parsed = memo.get(PARSED)  # a spec changes only with its generation: parsed once each
-            if parsed is None or parsed[0] != generation:
-                parsed = memo[PARSED] = (generation, *_parse(info.spec, body.get("spec") or {}))
-            _, spec, errors = parsed
+            spec, errors = _parse(info.spec, body.get("spec") or {})
             if errors:
                 outcome.result = "invalid"
                 return reject(info, body, errors, logger)
-            return fn(body=body, spec=spec, logger=logger, memo=memo, **kwargs)
+            return fn(body=body, spec=spec, logger=logger, **kwargs)
 
     return reconcile
 
