@@ -3,7 +3,8 @@ operator running, at --rate creates per second (0: as fast as the client can), a
 - when every object has converged (its first child exists and status.observedGeneration is current),
   counted from the last create,
 - the latency from each create to its first child appearing (a Job; a DvDDeployment's Deployment),
-  p50/p99, seen by raw watches in this process,
+  p50/p99, seen by raw watches in this process, and the server's parts of it: a create's round trip
+  and the watch lag (an object's ADDED event after its create returned),
 - the API requests the operator made per object, by verb (writes: creates, status patches, other
   patches, deletes, events), against the target of one create per child plus one status write,
 - the operator's peak RSS and CPU seconds, and the API server's CPU seconds (a thread of this
@@ -74,6 +75,7 @@ class Observer:
 
     def __init__(self, url: str, plurals: set[str]) -> None:
         self.child: dict[str, float] = {}
+        self.added: dict[str, float] = {}  # the object's own ADDED event: the server's watch lag
         self.observed: dict[str, float] = {}
         self.stop = threading.Event()
         watches = [(path, self.on_child, {"labelSelector": OWNER}) for path in CHILDREN]
@@ -89,6 +91,7 @@ class Observer:
 
     def on_owner(self, event: dict[str, Any], at: float) -> None:
         obj = event["object"]
+        self.added.setdefault(obj["metadata"]["name"], at)
         if (obj.get("status") or {}).get("observedGeneration") == obj["metadata"].get("generation"):
             self.observed.setdefault(obj["metadata"]["name"], at)
 
@@ -143,13 +146,14 @@ def main(count: int, example: str, rate: float, steady: float, profile: Path | N
     docs = [load(name) for name in (MIXED if example == "mixed" else (example,))]
     plurals = {kind_of(doc).plural for doc in docs}
     with LocalCluster() as cluster:
-        cluster.start_operator()
+        cluster.start_operator(verbose=False)  # as deployed: no debug logs
         assert cluster.operator is not None
         pid = cluster.operator.pid
         observer = Observer(cluster.server.url, plurals)
         time.sleep(1)
         requests_before = len(cluster.server.api._requests)
         created: dict[str, float] = {}
+        round_trips: list[float] = []  # the server's: each create's POST, as this client sees it
         cpu_before = cpu_seconds(pid), cpu_seconds(os.getpid())
         with contextlib.ExitStack() as profiling:
             if profile:
@@ -162,8 +166,10 @@ def main(count: int, example: str, rate: float, steady: float, profile: Path | N
                     time.sleep(max(0.0, start + i / rate - time.monotonic()))
                 item = copy.deepcopy(docs[i % len(docs)])
                 item["metadata"]["name"] = f"bench-{i}"
+                sent = time.monotonic()
                 cluster.apply(item)
                 created[item["metadata"]["name"]] = time.monotonic()
+                round_trips.append(created[item["metadata"]["name"]] - sent)
             last_create = time.monotonic()
             cluster.wait(
                 lambda: all(observer.converged(name) for name in created), 900, f"{count} objects to converge"
@@ -181,6 +187,7 @@ def main(count: int, example: str, rate: float, steady: float, profile: Path | N
         rss = peak_rss_mib(pid), peak_rss_mib(os.getpid())
         observer.stop.set()
     latencies = [observer.child[name] - at for name, at in created.items()]
+    lags = [observer.added[name] - at for name, at in created.items()]
     last = max(t for name in created if (t := observer.converged(name)) is not None)
     out = {
         "create_seconds": last_create - start,
@@ -188,6 +195,11 @@ def main(count: int, example: str, rate: float, steady: float, profile: Path | N
         "first_child_latency_p50_ms": 1000 * statistics.median(latencies),
         "first_child_latency_p99_ms": 1000 * percentile(latencies, 0.99),
         "first_child_latency_max_ms": 1000 * max(latencies),
+        # The server's parts of that latency: a write's round trip, and a watch event's delay (an
+        # object's ADDED reaching a watcher after its create returned); the operator's is the rest.
+        "server_create_p99_ms": 1000 * percentile(round_trips, 0.99),
+        "server_watch_lag_p50_ms": 1000 * statistics.median(lags),
+        "server_watch_lag_p99_ms": 1000 * percentile(lags, 0.99),
         "operator_peak_rss_mib": rss[0],
         "operator_cpu_seconds": cpu[0],
         "bench_process_peak_rss_mib": rss[1],  # the API server, its stored history and this client
@@ -205,6 +217,8 @@ def main(count: int, example: str, rate: float, steady: float, profile: Path | N
         out[f"status_patches_per_{doc['kind']}"] = kinds[f"status_patches {plural}"] / (count / len(docs))
     if profile:
         report(profile, out)
+        rows = [(created[n] - start, observer.child[n] - created[n]) for n in created]
+        (profile / "latencies.json").write_text(json.dumps(rows))  # (created at, first child after) s
     return out
 
 

@@ -38,6 +38,8 @@ def stacks(path: Path, thread: str | None = None) -> collections.Counter[tuple[s
     out: collections.Counter[tuple[str, ...]] = collections.Counter()
     for line in path.read_text().splitlines():
         frames, _, count = line.rpartition(" ")
+        if not count.isdigit():  # a sample py-spy could not read whole
+            continue
         head, *rest = frames.split(";")
         name = head.split(": ", 1)[-1]
         if thread is None or name == thread or (thread.startswith("!") and name != thread[1:]):

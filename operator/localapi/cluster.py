@@ -81,15 +81,17 @@ class LocalCluster:
         self.client.close()  # type: ignore[no-untyped-call]
         self.server.stop()
 
-    def start_operator(self, timeout: float = 60, standalone: bool = True) -> None:
-        """`python -m vlmop.operator [--standalone]` against this API server; waits for liveness."""
+    def start_operator(self, timeout: float = 60, standalone: bool = True, verbose: bool = True) -> None:
+        """`python -m vlmop.operator [--standalone] [--verbose]` against this API server; waits for
+        liveness. Verbose (debug logs, for tests to show) unless asked otherwise (benchmarks: as
+        deployed)."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **resolver(self.workdir / "hosts.json")}
         command = [
             sys.executable,
             "-m",
             "vlmop.operator",
             *(["--standalone"] if standalone else []),
-            "--verbose",
+            *(["--verbose"] if verbose else []),
             "--liveness",
             f"http://127.0.0.1:{self.liveness_port}/healthz",
             "--metrics-port",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 MediaType = tuple[str, dict[str, str]]
@@ -30,21 +31,22 @@ def content_type(headers: Mapping[str, str]) -> str:
     return next(iter(parse(header(headers, "Content-Type"))), (JSON, {}))[0]
 
 
-def parse(value: str) -> list[MediaType]:
-    """An Accept (or Content-Type) header -> [(type/subtype, {param: value})], in order."""
+@functools.lru_cache(maxsize=256)  # a client sends the same few headers with every request
+def parse(value: str) -> tuple[MediaType, ...]:
+    """An Accept (or Content-Type) header -> ((type/subtype, {param: value}), ...), in order."""
     types = []
     for item in filter(None, (part.strip() for part in value.split(","))):
         kind, *params = (p.strip() for p in item.split(";"))
         pairs = (p.partition("=") for p in params if "=" in p)
         types.append((kind.lower(), {k.strip(): v.strip().strip('"') for k, _, v in pairs}))
-    return types
+    return tuple(types)
 
 
 def first_known(accept: str, offers: Mapping[str, MediaType]) -> str | None:
     """The name of the first offer that the Accept header lists, in the header's order. An offer
     matches a listed type with the same type/subtype and as/g/v parameters; */* (and no header at
     all) matches the first offer without parameters, plain JSON."""
-    listed = parse(accept) or [("*/*", {})]
+    listed: tuple[MediaType, ...] = parse(accept) or (("*/*", {}),)
     for kind, params in listed:
         for name, (offer_kind, offer_params) in offers.items():
             if kind in ("*/*", "application/*") and not offer_params:
