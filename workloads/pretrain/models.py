@@ -4,12 +4,14 @@ a local Hugging Face checkpoint (config + safetensors, never pickle)."""
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
 from transformers.initialization import no_init_weights
+from transformers.integrations import HfDeepSpeedConfig
 
 from vlmop.operator.api.training import ModelPreset
 
@@ -61,30 +63,49 @@ def preset_config(name: str) -> transformers.PretrainedConfig:
 
 
 PRESETS: tuple[str, ...] = typing.get_args(ModelPreset)
+_ZERO3: list[HfDeepSpeedConfig] = []  # held for the process: transformers asks it whether ZeRO-3 is on
 
 
 def is_vision(config: transformers.PretrainedConfig) -> bool:
     return getattr(config, "vision_config", None) is not None
 
 
-def build(preset: str | None, path: Path | None, weights: bool = True) -> torch.nn.Module:
+def build(
+    preset: str | None, path: Path | None, weights: bool = True, zero3: Mapping[str, Any] | None = None
+) -> torch.nn.Module:
     """A model in fp32 (DeepSpeed casts to bf16/fp16 from its config). `weights=False`: its structure
     alone, nothing initialised or read, for a resume that loads every weight from the checkpoint (the
-    weights are loaded once, not first from the starting model and then again)."""
+    weights are loaded once, not first from the starting model and then again).
+
+    `zero3`: the DeepSpeed config of a ZeRO-3 run. Every parameter is then created partitioned across
+    the ranks (deepspeed.zero.Init, through transformers' DeepSpeed integration), so no rank ever
+    holds the whole model: each module is gathered only while it is initialised (on rank 0, then
+    scattered), or loaded from a checkpoint's shards. Either way the weights are those of the same
+    seed without ZeRO-3: the model is built uninitialised, then initialised module by module in the
+    same order."""
     config = (
         transformers.AutoConfig.from_pretrained(path) if path is not None else preset_config(preset or "tiny")
     )
+    if zero3 is not None:
+        _ZERO3[:] = [HfDeepSpeedConfig(dict(zero3))]  # transformers reads it through a weak reference
     if path is not None and weights:
         model: torch.nn.Module = auto_class(config).from_pretrained(
             path, use_safetensors=True, dtype=torch.float32
         )
         return model
-    if weights:
-        return model_class(config)(config)
-    with no_init_weights():  # buffers (RoPE's) are still computed: only parameter init is skipped
+    if zero3 is not None:  # initialised even for a resume: transformers' ZeRO-3 construction does
         if path is not None:
-            return auto_class(config).from_config(config, dtype=torch.float32)  # type: ignore[no-any-return]
-        return model_class(config)(config)
+            return typing.cast(torch.nn.Module, auto_class(config).from_config(config, dtype=torch.float32))
+        return typing.cast(torch.nn.Module, model_class(config)._from_config(config, dtype=torch.float32))
+    with no_init_weights():  # buffers (RoPE's) are still computed: only parameter init is skipped
+        built: Any = (
+            auto_class(config).from_config(config, dtype=torch.float32)
+            if path is not None
+            else model_class(config)(config)
+        )
+    if weights:
+        built.init_weights()  # as ZeRO-3's construction does: module by module, after construction
+    return typing.cast(torch.nn.Module, built)
 
 
 def auto_class(config: transformers.PretrainedConfig) -> Any:
@@ -109,7 +130,7 @@ def config_of(model: torch.nn.Module) -> transformers.PretrainedConfig:
 
 def flops_per_token(model: torch.nn.Module, seq_length: int) -> float:
     """Training FLOPs per token: 6 x parameters + attention (PaLM appendix B estimate)."""
-    params = sum(p.numel() for p in model.parameters())
+    params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())  # ZeRO-3: whole sizes
     text = getattr(config_of(model), "text_config", None) or config_of(model)
     attention = 12 * text.num_hidden_layers * text.hidden_size * seq_length
     return float(6 * params + attention)

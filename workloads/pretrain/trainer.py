@@ -126,6 +126,7 @@ class Trainer:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         self.ds_config = cfg.deepspeed()
+        self.stage3 = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3
         self._seed(cfg.seed)
         self.store = checkpoint.Store(cfg.checkpoint_dir)
         self.resume_from = self.store.resolve(cfg.resume_from)  # before the model: it is built for it
@@ -163,11 +164,12 @@ class Trainer:
         torch.manual_seed(seed)
 
     def _build_model(self) -> torch.nn.Module:
-        # Built whole on every rank with the same seed, then partitioned by deepspeed.initialize.
-        # (zero.Init would skip transformers' weight init on partitioned tensors; see the notes.) A
-        # resume reads every weight from the checkpoint: none is initialised or read before it.
+        # The same seed on every rank; under ZeRO-3 created partitioned (no rank holds the whole
+        # model), else whole and partitioned by deepspeed.initialize as its stage says. A resume
+        # reads every weight from the checkpoint: none is read before it.
         weights = self.resume_from is None or self.needs_starting_weights
-        return models.build(self.cfg.model_preset, self.cfg.model_path, weights=weights)
+        zero3 = self.ds_config if self.stage3 else None
+        return models.build(self.cfg.model_preset, self.cfg.model_path, weights=weights, zero3=zero3)
 
     def _build_data(self) -> data.Sequences:
         cfg, config = self.cfg, models.config_of(self.model)
@@ -225,8 +227,7 @@ class Trainer:
         import deepspeed
 
         module = self.engine.module
-        stage3 = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=stage3):
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=self.stage3):
             if self.rank == 0:
                 # Copies: DeepSpeed's parameters are views into flat buffers, which safetensors refuses.
                 state = {

@@ -136,9 +136,8 @@ class GSPOTrainer(Trainer):
 
     def __init__(self, cfg: GSPOTrainConfig) -> None:
         super().__init__(cfg)
-        # ZeRO-3 partitions the LM head: log-probs from the logits there, fused otherwise; each
-        # publication gathers the whole model for the moment of the copy.
-        self.stage3 = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) >= 3
+        # ZeRO-3 (self.stage3) partitions the LM head: log-probs from the logits there, fused
+        # otherwise; each publication gathers the whole model for the moment of the copy.
         if self.engine.gradient_accumulation_steps() != 1:
             raise ValueError("GSPO updates once per mini-batch: use --gradient-accumulation-steps 1")
         if not 1 <= cfg.mini_batches <= self.engine.train_micro_batch_size_per_gpu():

@@ -67,7 +67,7 @@ class MPOTrainer(Trainer):
         super().__init__(cfg)
         self.baseline = QualityBaseline(reduce=self._all_reduce)
         # ZeRO-3 partitions the LM head: read log-probs from the logits there, fused otherwise.
-        self.fused = int(self.ds_config.get("zero_optimization", {}).get("stage", 0)) < 3
+        self.fused = not self.stage3
         self.reference = self._reference_logps()
         self.parts: dict[str, float] = {}
 
