@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import transformers
 from transformers.initialization import no_init_weights
-from transformers.integrations import HfDeepSpeedConfig
+from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
 from vlmop.operator.api.training import ModelPreset
 
@@ -87,16 +87,16 @@ def build(
         transformers.AutoConfig.from_pretrained(path) if path is not None else preset_config(preset or "tiny")
     )
     if zero3 is not None:
-        _ZERO3[:] = [HfDeepSpeedConfig(dict(zero3))]  # transformers reads it through a weak reference
+        _ZERO3[:] = [HfDeepSpeedConfig(dict(zero3))]  # type: ignore[no-untyped-call]  # a weak reference in transformers
     if path is not None and weights:
         model: torch.nn.Module = auto_class(config).from_pretrained(
             path, use_safetensors=True, dtype=torch.float32
         )
         return model
     if zero3 is not None:  # initialised even for a resume: transformers' ZeRO-3 construction does
-        if path is not None:
-            return typing.cast(torch.nn.Module, auto_class(config).from_config(config, dtype=torch.float32))
-        return typing.cast(torch.nn.Module, model_class(config)._from_config(config, dtype=torch.float32))
+        cls: Any = model_class(config) if path is None else auto_class(config)
+        make = cls._from_config if path is None else cls.from_config  # the Auto class's public name
+        return typing.cast(torch.nn.Module, make(config, dtype=torch.float32))
     with no_init_weights():  # buffers (RoPE's) are still computed: only parameter init is skipped
         built: Any = (
             auto_class(config).from_config(config, dtype=torch.float32)
