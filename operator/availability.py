@@ -44,10 +44,8 @@ def with_created(
     for m in desired:
         meta = m["metadata"]
         if m["kind"] == "Deployment" and present("Deployment", meta["name"]):
-            component, replicas = (
-                meta["labels"][COMPONENT],
-                m["spec"].get("replicas", 1),
-            )  # 1: the API's default
+            component = meta["labels"][COMPONENT]
+            replicas = m["spec"].get("replicas", 1)  # none given (an HPA or KEDA owns it): the API's 1
             out.setdefault(component, DeploymentView(meta["name"], component, replicas, 0, 0))
     return out
 

@@ -54,12 +54,14 @@ def reconcile(
             idle(memo, QUIET_SECONDS)
     except kube.MissingAPI as missing:  # KEDA not installed: said in status, rechecked later
         events.append(("Warning", "AutoscalerMissing", str(missing)))
-    # Every child the index or this operator's writes know of: the deployments index may not show
-    # one yet, even where the children index does (two indexes, one event).
-    present = {(c.kind, c.name) for c in expected.merge(children.get(key, []))}
+    # Every child the children index or this operator's writes know of: the deployments index may
+    # not show one yet, even where the children index does (two indexes, one event).
+    indexed = {(c.kind, c.name) for c in children.get(key, [])}
     status = availability.decide(
         build.POOLS,
-        availability.with_created(seen, desired, lambda kind, name: (kind, name) in present),
+        availability.with_created(
+            seen, desired, lambda kind, name: (kind, name) in indexed or expected.pending(kind, name)
+        ),
         status,
         body.metadata.get("generation"),
         build.endpoint(body, spec),
