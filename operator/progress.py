@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 # The JSON keys are the status field names (camelCase), written by vlmop.workloads.common.progress.
-NUMBERS = ("step", "totalSteps", "loss", "tokensPerSecond", "mfu", "clipFraction", "policyVersion")
+NUMBERS = ("step", "totalSteps", "loss", "tokensPerSecond", "mfu", "clipFraction", "policyVersion", "auxLoss",
+           "expertLoadImbalance")  # fmt: skip
 INTEGERS = ("step", "totalSteps", "policyVersion")
 STRINGS = ("latestCheckpoint", "checkpointRequest")
-STATUS_KEYS = ("step", "totalSteps", "loss", "tokensPerSecond", "latestCheckpoint")
+STATUS_KEYS = ("step", "totalSteps", "loss", "tokensPerSecond", "latestCheckpoint", "auxLoss",
+               "expertLoadImbalance")  # fmt: skip
 # The GSPO trainer's mean reward per task/source and its last step's tally per verifier; bounded like
 # everything from a pod.
 BY_SOURCE, BY_VERIFIER, MAX_SOURCES = "meanRewardBySource", "rewardsByVerifier", 64

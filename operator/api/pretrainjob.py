@@ -66,6 +66,14 @@ class PretrainJobStatus(BaseStatus):
     loss: float | None = Field(None, description="Training loss at the last reported step.")
     tokens_per_second: float | None = Field(None, description="Throughput of the whole gang.")
     latest_checkpoint: str | None = Field(None, description="Path of the newest complete checkpoint.")
+    aux_loss: float | None = Field(
+        None, description="Mixture-of-Experts: the load-balancing loss of a layer at the last step."
+    )
+    expert_load_imbalance: float | None = Field(
+        None,
+        description="Mixture-of-Experts: tokens of the busiest expert over an even share at the last step "
+        "(1.0 is balanced; the worst layer).",
+    )
     start_time: str | None = Field(None, description="When the job started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
 

@@ -204,3 +204,80 @@ def test_vision_language_model_loads_from_a_checkpoint_and_trains_on_image_text(
     curve = losses(tmp_path)
     assert curve[6] < curve[1], curve
     assert checkpoints(tmp_path) == ["step-00000003", "step-00000006"]
+
+
+# -- Mixture-of-Experts: tiny-moe (a 2-layer Qwen3-MoE, 4 experts, top-2), its experts split over the
+# 2 ranks (EP = 2: each rank holds 2 experts of each layer; tokens reach them by all-to-all).
+MOE = ["--model-preset", "tiny-moe", "--expert-parallel-size", "2", "--zero-stage", "2", *COMMON]
+
+
+@pytest.fixture(scope="module")
+def moe_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("moe")
+    proc = launch(workdir, "--data", str(corpus), *MOE, "--export-dir", str(workdir / "export"))
+    assert finish(workdir, proc) == 0
+    return workdir
+
+
+def test_moe_with_expert_parallelism_learns_and_reports_its_routing(moe_run: Path) -> None:
+    curve = losses(moe_run)
+    assert sorted(curve) == list(range(1, STEPS + 1))
+    assert curve[STEPS] < curve[1] - 0.5, curve
+    rows = [json.loads(line) for line in (moe_run / "steps.jsonl").read_text().splitlines()]
+    # Every token of every rank routed to top-2 of 4 experts in each of the 2 layers: 2 ranks x 2
+    # micro-batches x 2 sequences x 64 tokens x 2 routes per layer.
+    assert all([sum(layer) for layer in row["tokens_per_expert"]] == [1024, 1024] for row in rows)
+    for row in rows:
+        share = 1024 / 4
+        assert row["expertLoadImbalance"] == pytest.approx(max(map(max, row["tokens_per_expert"])) / share)
+        assert 0.9 < row["auxLoss"] < 2.0  # DeepSpeed's top-2 loss: 1.0 when perfectly balanced
+    final = progress.parse((moe_run / "termination-log").read_text())  # what the operator takes
+    assert final and final["auxLoss"] == pytest.approx(rows[-1]["auxLoss"], abs=1e-4)
+    assert final["expertLoadImbalance"] == pytest.approx(rows[-1]["expertLoadImbalance"], abs=1e-4)
+    # One file per expert of each layer (written by the rank that holds it), beside the shared weights.
+    saved = {p.name for p in (moe_run / "ckpt" / "step-00000012").iterdir()}
+    assert {f"layer_{i}_expert_{e}_mp_rank_00_model_states.pt" for i in (0, 1) for e in range(4)} <= saved
+
+
+def test_moe_resumes_exactly_after_sigkill(corpus: Path, moe_run: Path, tmp_path: Path) -> None:
+    args = ["--data", str(corpus), *MOE]
+    proc = launch(tmp_path, *args)
+    wait_for_step(tmp_path, 6, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoints(tmp_path)[-1] in ("step-00000004", "step-00000008")
+    assert finish(tmp_path, launch(tmp_path, *args)) == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert steps.count(1) == 1 and steps.count(STEPS) == 1  # resumed, not started again
+    assert losses(tmp_path) == losses(moe_run)  # bit for bit: experts, router, optimizer, data, RNG
+
+
+def test_moe_export_is_a_qwen3_moe_checkpoint_of_the_same_model(tmp_path: Path) -> None:
+    """Experts split over 2 ranks compute what transformers' own Qwen3-MoE computes from the export
+    (all experts in one process, its own routing), and what the same seed builds with EP = 1."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from vlmop.workloads.pretrain import models, moe
+
+    helper = Path(__file__).with_name("moe_ranks.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port",
+               str(free_port()), str(helper), str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    exported = transformers.Qwen3MoeForCausalLM.from_pretrained(tmp_path / "export").eval()
+    assert exported.config.num_experts == 4 and exported.config.norm_topk_prob
+    torch.manual_seed(0)
+    whole = models.build("tiny-moe", None).eval()  # EP = 1: every expert here
+    for rank, held in enumerate(ranks):
+        ids = torch.randint(3, 500, (2, 24), generator=torch.Generator().manual_seed(100 + rank))
+        with torch.no_grad():
+            assert torch.allclose(exported(input_ids=ids).logits, held["logits"], atol=1e-5)
+            assert torch.allclose(whole(input_ids=ids).logits, held["logits"], atol=1e-5)
+    mine = {moe.hf_name(n, 0): p for n, p in whole.named_parameters()}
+    for rank, held in enumerate(ranks):  # rank r holds experts 2r and 2r+1 of each layer
+        for name, tensor in held.items():
+            if name != "logits":
+                assert torch.equal(mine[moe.hf_name(name, 2 * rank)], tensor), name

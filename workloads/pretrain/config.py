@@ -11,6 +11,7 @@ from typing import Any
 
 from vlmop.operator.api.training import DeepSpeed
 from vlmop.operator.builders.deepspeed import ds_config
+from vlmop.workloads.pretrain.moe import Experts
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,18 @@ class TrainConfig:
     metrics_port: int = 9400
     log_file: Path | None = None  # rank 0 appends one JSON line per step
     export_dir: Path | None = None  # the finished model as a Hugging Face checkpoint (the next stage's start)
+    experts: int | None = None  # Mixture-of-Experts presets: experts per layer (else the preset's)
+    top_k: int | None = None
+    expert_parallel_size: int = 1
+    capacity_factor: float | None = None  # None: dropless
+    aux_loss_coef: float = Experts.aux_loss_coef
+
+    def moe(self) -> Experts | None:
+        """The expert settings, None when all are defaults (a MoE preset then routes as it says)."""
+        experts = Experts(
+            self.experts, self.top_k, self.expert_parallel_size, self.capacity_factor, self.aux_loss_coef
+        )
+        return None if experts == Experts() else experts
 
     def deepspeed(self) -> dict[str, Any]:
         if self.deepspeed_config:
@@ -83,6 +96,14 @@ def parser(data_required: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=d.metrics_port, help="rank 0's endpoint; 0: off")
     p.add_argument("--log-file", type=Path, help="rank 0 appends one JSON line per step")
     p.add_argument("--export-dir", type=Path, help="write the finished model here (config + safetensors)")
+    moe = p.add_argument_group("Mixture-of-Experts presets")
+    moe.add_argument("--experts", type=int, help="experts per sparse layer (default: the preset's)")
+    moe.add_argument("--top-k", type=int, help="experts per token (default: the preset's)")
+    moe.add_argument("--expert-parallel-size", type=int, default=d.expert_parallel_size,
+                     help="ranks sharing one copy of each layer's experts")  # fmt: skip
+    moe.add_argument("--capacity-factor", type=float, help="an expert's capacity over an even share; "
+                     "tokens beyond it are dropped (default: dropless)")  # fmt: skip
+    moe.add_argument("--aux-loss-coef", type=float, default=d.aux_loss_coef, help="load-balancing loss weight")
     return p
 
 

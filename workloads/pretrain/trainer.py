@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from vlmop.workloads.common import checkpoint
 from vlmop.workloads.common.progress import Progress, Reporter, write_termination_message
-from vlmop.workloads.pretrain import data, models
+from vlmop.workloads.pretrain import data, models, moe
 from vlmop.workloads.pretrain.config import TrainConfig
 
 log = logging.getLogger("vlmop.pretrain")
@@ -131,11 +131,15 @@ class Trainer:
         self.store = checkpoint.Store(cfg.checkpoint_dir)
         self.resume_from = self.store.resolve(cfg.resume_from)  # before the model: it is built for it
         self.model = self._build_model()
+        self.sparse_blocks = moe.blocks(self.model)
+        self.experts = cfg.moe() or moe.Experts()
+        self.moe_stats: torch.Tensor | None = None  # the last step's, summed over ranks
         self.flops_per_token = models.flops_per_token(self.model, cfg.seq_length)
         self.data = self._build_data()
         cfg = self.cfg = self.planned(cfg)
+        groups = param_groups(self.model, cfg.weight_decay)
         optimizer = torch.optim.AdamW(
-            param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
+            moe.optimizer_groups(groups) if self.sparse_blocks else groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
         )
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=self.model,
@@ -169,7 +173,8 @@ class Trainer:
         # reads every weight from the checkpoint: none is read before it.
         weights = self.resume_from is None or self.needs_starting_weights
         zero3 = self.ds_config if self.stage3 else None
-        return models.build(self.cfg.model_preset, self.cfg.model_path, weights=weights, zero3=zero3)
+        cfg = self.cfg
+        return models.build(cfg.model_preset, cfg.model_path, weights=weights, zero3=zero3, experts=cfg.moe())
 
     def _build_data(self) -> data.Sequences:
         cfg, config = self.cfg, models.config_of(self.model)
@@ -227,6 +232,12 @@ class Trainer:
         import deepspeed
 
         module = self.engine.module
+        if self.sparse_blocks:
+            moe.export(module, self.experts, directory)
+            if self.rank == 0:
+                self._copy_tokenizer(directory)
+            dist.barrier()
+            return
         with deepspeed.zero.GatheredParameters(list(module.parameters()), enabled=self.stage3):
             if self.rank == 0:
                 # Copies: DeepSpeed's parameters are views into flat buffers, which safetensors refuses.
@@ -265,38 +276,54 @@ class Trainer:
         pass
 
     def log_fields(self) -> dict[str, Any]:
-        """What a subclass adds to each line of --log-file."""
-        return {}
+        """What a subclass adds to each line of --log-file: a MoE's routing figures, with the tokens
+        each expert of each layer took in the step."""
+        if self.moe_stats is None:
+            return {}
+        counts = self.moe_stats[1:].reshape(len(self.sparse_blocks), -1).int().tolist()
+        return {**self.progress_fields(), "tokens_per_expert": counts}
 
     def progress_fields(self) -> dict[str, Any]:
-        """What a subclass adds to rank 0's progress report (camelCase status field names)."""
-        return {}
+        """What a subclass adds to rank 0's progress report (camelCase status field names): a MoE's
+        load-balancing loss and its experts' load."""
+        if self.moe_stats is None:
+            return {}
+        micro = self.engine.gradient_accumulation_steps() * self.world
+        return moe.summary(self.moe_stats, len(self.sparse_blocks), micro)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def train_step(self) -> tuple[float, int]:
         """One optimizer step over this rank's micro-batches; returns (mean loss, tokens) summed over
         ranks, plus whether any rank was asked to stop (one all-reduce for all three)."""
-        losses, tokens = [], 0
+        losses, tokens, stats = [], 0, []
         for indices in self.order.micro_batches(self.step, self.rank):
             batch = data.collate([self.data[i] for i in indices])
             batch = {k: v.to(self.engine.device) for k, v in batch.items()}
             if "pixel_values" in batch:
                 batch["pixel_values"] = batch["pixel_values"].to(self._compute_dtype())
             loss = self.engine(**batch).loss
+            losses.append(loss.detach().float())  # the language-model loss is what progress reports
+            if self.sparse_blocks:
+                stats.append(moe.step_stats(self.sparse_blocks))
+                loss = loss + self.experts.aux_loss_coef * moe.aux_loss(self.sparse_blocks)
             self.engine.backward(loss)
             self.engine.step()
-            losses.append(loss.detach().float())
             tokens += int(batch["attention_mask"].sum())
-        return self.reduce_step(losses, tokens)
+        return self.reduce_step(losses, tokens, torch.stack(stats).sum(dim=0) if stats else None)
 
-    def reduce_step(self, losses: list[torch.Tensor], tokens: int) -> tuple[float, int]:
+    def reduce_step(
+        self, losses: list[torch.Tensor], tokens: int, moe_stats: torch.Tensor | None = None
+    ) -> tuple[float, int]:
         """(mean loss over ranks, tokens over ranks), and whether any rank was asked to stop or rank 0
-        to save: one all-reduce for all of it."""
+        to save, and a MoE's routing figures: one all-reduce for all of it."""
         extra = torch.tensor([float(tokens), *self.controls()], device=self.engine.device)
-        summary = torch.cat([torch.stack(losses).mean().reshape(1), extra])
+        parts = [torch.stack(losses).mean().reshape(1), extra]
+        summary = torch.cat(parts if moe_stats is None else [*parts, moe_stats.to(extra.device)])
         dist.all_reduce(summary)
         self.apply_controls(summary[2:4].tolist())
+        if moe_stats is not None:
+            self.moe_stats = summary[4:].cpu()
         return float(summary[0]) / self.world, int(summary[1])
 
     def controls(self) -> list[float]:
