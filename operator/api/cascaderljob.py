@@ -24,7 +24,7 @@ from vlmop.operator.api.common import (
     subdomain,
     url,
 )
-from vlmop.operator.api.training import DataSource, ModelSource, TrainerSpec
+from vlmop.operator.api.training import MOE_PRESET_EXPERTS, DataSource, ModelSource, TrainerSpec
 
 
 class MPO(ApiModel):
@@ -242,6 +242,11 @@ class CascadeRLJobSpec(TrainerSpec):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel("self.stages.exists(s, !s.skip)", "at least one stage must not be skipped", ".stages"),
+                cel(
+                    f"!has(self.model.preset) || !(self.model.preset in {sorted(MOE_PRESET_EXPERTS)})",
+                    "the RL trainers take dense models: Mixture-of-Experts presets are for PretrainJob",
+                    ".model.preset",
+                ),
                 cel(
                     "self.stages.filter(s, !s.skip).size() <= 1 || has(self.checkpoint.claimName)",
                     "stages hand over their final model on the checkpoint claim: set checkpoint.claimName",

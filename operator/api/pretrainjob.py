@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field
 
 from vlmop.operator.api.common import (
+    ApiModel,
     BaseStatus,
     CheckpointRequest,
     JobPhase,
@@ -15,7 +16,40 @@ from vlmop.operator.api.common import (
     cel,
     sub,
 )
-from vlmop.operator.api.training import DataSource, ModelSource, Optimization, TrainerSpec
+from vlmop.operator.api.training import (
+    MOE_PRESET_EXPERTS,
+    DataSource,
+    ModelSource,
+    Optimization,
+    TrainerSpec,
+)
+
+IS_MOE = f"has(self.model) && has(self.model.preset) && self.model.preset in {sorted(MOE_PRESET_EXPERTS)}"
+EXPERTS = f"(has(self.moe.experts) ? self.moe.experts : {MOE_PRESET_EXPERTS}[self.model.preset])"
+
+
+class MixtureOfExperts(ApiModel):
+    experts: int | None = Field(
+        None, ge=1, le=1024, description="Experts per sparse layer (default: preset's)."
+    )
+    top_k: int | None = Field(
+        None, ge=1, le=64, description="Experts a token is routed to (default: preset's)."
+    )
+    expert_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Ranks that share one copy of each layer's experts, each holding experts / "
+        "expertParallelSize of them (tokens reach them by all-to-all); divides the ranks.",
+    )
+    capacity_factor: float | None = Field(
+        None,
+        gt=0,
+        le=64,
+        description="Tokens an expert takes per step, over an even share (top-k x tokens / experts); "
+        "routes beyond it are dropped and pass through the residual. Unset: dropless.",
+    )
+    aux_loss_coefficient: float = Field(0.001, ge=0, le=1, description="Weight of the load-balancing loss.")
 
 
 class PretrainJobSpec(TrainerSpec):
@@ -26,6 +60,33 @@ class PretrainJobSpec(TrainerSpec):
                     "!has(self.data) || self.data.format in ['text', 'image-text']",
                     "pretraining reads text or image-text data; preference and prompts are for CascadeRLJob",
                     ".data.format",
+                ),
+                cel(
+                    f"!has(self.moe) || ({IS_MOE})",
+                    "moe needs a Mixture-of-Experts model.preset: " + ", ".join(sorted(MOE_PRESET_EXPERTS)),
+                    ".moe",
+                ),
+                cel(
+                    f"!({IS_MOE}) || self.deepspeed.zeroStage <= 2",
+                    "a Mixture-of-Experts model trains under zeroStage 0-2 (DeepSpeed's MoE layers do not "
+                    "support ZeRO-3)",
+                    ".deepspeed.zeroStage",
+                ),
+                cel(
+                    f"!has(self.moe) || !({IS_MOE}) || {EXPERTS} % self.moe.expertParallelSize == 0",
+                    "the experts (moe.experts, or the preset's) must be divisible by moe.expertParallelSize",
+                    ".moe.expertParallelSize",
+                ),
+                cel(
+                    f"!has(self.moe) || !has(self.moe.topK) || !({IS_MOE}) || self.moe.topK <= {EXPERTS}",
+                    "moe.topK must not exceed the experts (moe.experts, or the preset's)",
+                    ".moe.topK",
+                ),
+                cel(
+                    "!has(self.moe) || (self.topology.nodes * (self.topology.gpusPerNode > 0 ? "
+                    "self.topology.gpusPerNode : 1)) % self.moe.expertParallelSize == 0",
+                    "moe.expertParallelSize must divide the ranks (topology.nodes x gpusPerNode)",
+                    ".moe.expertParallelSize",
                 ),
                 cel(
                     "(has(self.model) && has(self.data)) || size(self.topology.command) > 0",
@@ -41,6 +102,9 @@ class PretrainJobSpec(TrainerSpec):
     )
     data: DataSource | None = Field(
         None, description="Training data and how it is tokenised (unused with topology.command)."
+    )
+    moe: MixtureOfExperts | None = Field(
+        None, description="Routing and expert parallelism of a Mixture-of-Experts preset (DeepSpeed MoE)."
     )
     optimization: Optimization = sub(Optimization, "Learning-rate schedule, steps and seed.")
     run_policy: RunPolicy = sub(RunPolicy, "Restarts, deadlines, clean-up and suspension.")

@@ -10,7 +10,11 @@ from pydantic import ConfigDict, Field
 from vlmop.operator.api.common import ApiModel, Placement, cel, sub, subdomain
 
 # The presets the trainers can build (vlmop.workloads.pretrain.models); a test keeps the two in step.
-ModelPreset = Literal["tiny", "tiny-vl", "qwen2.5-0.5b"]
+ModelPreset = Literal[
+    "tiny", "tiny-vl", "qwen2.5-0.5b", "qwen3-1.7b", "tiny-moe", "qwen3-30b-a3b", "qwen3-235b-a22b"
+]
+# The Mixture-of-Experts presets and their experts per layer (a test keeps them in step with the models).
+MOE_PRESET_EXPERTS = {"tiny-moe": 4, "qwen3-30b-a3b": 128, "qwen3-235b-a22b": 128}
 
 
 class ModelSource(ApiModel):
@@ -28,7 +32,9 @@ class ModelSource(ApiModel):
     preset: ModelPreset | None = Field(
         None,
         description="Named model configuration built from scratch (random init): tiny (a 2-layer "
-        "Llama), tiny-vl (LLaVA-style ViT + projector + tiny LM), qwen2.5-0.5b (Qwen2.5-0.5B's shape).",
+        "Llama), tiny-vl (LLaVA-style ViT + projector + tiny LM), qwen2.5-0.5b and qwen3-1.7b (those "
+        "models' shapes); Mixture-of-Experts: tiny-moe (2-layer Qwen3-MoE, 4 experts, top-2), "
+        "qwen3-30b-a3b, qwen3-235b-a22b (Intern-S1's language model).",
     )
     path: str | None = Field(
         None,

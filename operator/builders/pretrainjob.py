@@ -122,5 +122,21 @@ def program(spec: PretrainJobSpec) -> list[str]:
         ckpt.resume_from,
         "--metrics-port",
         str(spec.metrics_port),
+        *experts(spec),
         *spec.topology.args,
+    ]
+
+
+def experts(spec: PretrainJobSpec) -> list[str]:
+    """The trainer's flags for a Mixture-of-Experts spec (its preset's defaults where unset)."""
+    moe = spec.moe
+    if moe is None:
+        return []
+    flags = {"--experts": moe.experts, "--top-k": moe.top_k, "--capacity-factor": moe.capacity_factor}
+    return [
+        "--expert-parallel-size",
+        str(moe.expert_parallel_size),
+        "--aux-loss-coef",
+        str(moe.aux_loss_coefficient),
+        *(part for flag, value in flags.items() if value is not None for part in (flag, str(value))),
     ]

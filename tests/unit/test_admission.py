@@ -39,6 +39,7 @@ INVALID = [
     ("PretrainJob", "spec.deepspeed.zeroStage", 4, "spec.deepspeed.zeroStage", "less than or equal to 3"),
     ("PretrainJob", "spec.deepspeed.precision", "fp8", "spec.deepspeed.precision", "supported values"),
     ("PretrainJob", "spec.model.preset", "gpt-9", "spec.model.preset", "supported values"),
+    ("CascadeRLJob", "spec.model.preset", "tiny-moe", "spec.model.preset", "Mixture-of-Experts presets"),
     ("PretrainJob", "spec.data.format", "preference", "spec.data.format", "preference and prompts are for"),
     ("PretrainJob", "spec.topology", DELETE, "spec.topology", "Required value"),
     ("PretrainJob", "spec.model", DELETE, "spec.model", "or topology.command to run your own"),
@@ -290,6 +291,26 @@ def test_a_pretrainjob_with_its_own_program_needs_no_model_or_data(examples: dic
     del doc["spec"]["model"], doc["spec"]["data"]
     assert SCHEMAS["PretrainJob"].admit(doc) == []
     assert spec_errors(PRETRAINJOB, doc["spec"]) is None
+
+
+def test_moe_settings_are_checked_against_the_preset_and_the_ranks(examples: dict[str, Any]) -> None:
+    """The example's 2 ranks; tiny-moe has 4 experts, top-2."""
+    base = with_change(examples["pretrainjob"], "spec.model.preset", "tiny-moe")
+    ep2 = with_change(base, "spec.moe", {"topK": 2, "expertParallelSize": 2})
+    assert SCHEMAS["PretrainJob"].admit(ep2) == []
+    assert SCHEMAS["PretrainJob"].admit(copy.deepcopy(base)) == []  # the preset's own routing, EP 1
+    ep = "spec.moe.expertParallelSize"
+    refused = [
+        (with_change(examples["pretrainjob"], "spec.moe", {"experts": 4}), "spec.moe", "Mixture-of-Experts"),
+        (with_change(base, "spec.moe", {"experts": 6, "expertParallelSize": 4}), ep, "divisible by"),
+        (with_change(base, "spec.moe", {"expertParallelSize": 3}), ep, "divisible by"),  # the preset's 4
+        (with_change(base, "spec.moe", {"experts": 8, "expertParallelSize": 4}), ep, "must divide the ranks"),
+        (with_change(base, "spec.moe", {"topK": 8}), "spec.moe.topK", "must not exceed the experts"),
+        (with_change(base, "spec.deepspeed.zeroStage", 3), "spec.deepspeed.zeroStage", "zeroStage 0-2"),
+    ]
+    for doc, field, words in refused:
+        causes = SCHEMAS["PretrainJob"].admit(doc)
+        assert any(c["field"] == field and words in c["message"] for c in causes), (field, causes)
 
 
 def test_vllm_rollouts_need_a_checkpoint_to_serve(examples: dict[str, Any]) -> None:

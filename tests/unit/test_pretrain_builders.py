@@ -219,3 +219,22 @@ def test_config_map_holds_the_rendered_ds_config(examples: dict[str, Any]) -> No
     data = kids(examples["pretrainjob"])["ConfigMap"]["data"]
     rendered = json.loads(data["ds_config.json"])
     assert rendered["gradient_accumulation_steps"] == 2 and rendered["bf16"] == {"enabled": True}
+
+
+def test_moe_settings_reach_the_trainer_through_its_parser(
+    examples: dict[str, Any], worker_command: Any
+) -> None:
+    from vlmop.workloads.pretrain import config
+    from vlmop.workloads.pretrain.moe import Experts
+
+    def trainer_config(**spec: Any) -> config.TrainConfig:
+        job = kids(examples["pretrainjob"], **spec)["Job"]
+        _, torchrun = worker_command(job["spec"]["template"]["spec"]["containers"][0])
+        return config.parse(torchrun.training_script_args)
+
+    moe = {"experts": 8, "topK": 2, "expertParallelSize": 2, "capacityFactor": 1.25}
+    moe["auxLossCoefficient"] = 0.01
+    cfg = trainer_config(model={"preset": "tiny-moe"}, moe=moe)
+    assert cfg.model_preset == "tiny-moe" and cfg.moe() == Experts(8, 2, 2, 1.25, 0.01)
+    assert trainer_config(model={"preset": "tiny-moe"}, moe={}).moe() is None  # the preset's routing
+    assert trainer_config().moe() is None

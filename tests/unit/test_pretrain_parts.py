@@ -220,10 +220,13 @@ def test_reporter_serves_metrics_and_progress() -> None:
 
 
 def test_every_preset_the_api_admits_can_be_built() -> None:
-    from vlmop.workloads.pretrain import models
+    from vlmop.operator.api.training import MOE_PRESET_EXPERTS
+    from vlmop.workloads.pretrain import models, moe
 
     for name in models.PRESETS:
-        assert models.preset_config(name).model_type in ("llama", "llava", "qwen2")
+        config = models.preset_config(name)
+        assert config.model_type in ("llama", "llava", "qwen2", "qwen3", "qwen3_moe")
+        assert MOE_PRESET_EXPERTS.get(name) == (config.num_experts if moe.is_moe(config) else None)
     with pytest.raises(ValueError, match="unknown model preset"):
         models.preset_config("gpt-9")
 

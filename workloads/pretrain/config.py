@@ -103,7 +103,8 @@ def parser(data_required: bool = True) -> argparse.ArgumentParser:
                      help="ranks sharing one copy of each layer's experts")  # fmt: skip
     moe.add_argument("--capacity-factor", type=float, help="an expert's capacity over an even share; "
                      "tokens beyond it are dropped (default: dropless)")  # fmt: skip
-    moe.add_argument("--aux-loss-coef", type=float, default=d.aux_loss_coef, help="load-balancing loss weight")
+    moe.add_argument("--aux-loss-coef", type=float, default=d.aux_loss_coef,
+                     help="weight of the load-balancing loss")  # fmt: skip
     return p
 
 

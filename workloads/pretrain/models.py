@@ -164,7 +164,7 @@ def _build_moe(
                          "a preset")  # fmt: skip
     if zero3 is not None:
         raise ValueError("DeepSpeed's MoE layers train under ZeRO stage 0, 1 or 2, not 3")
-    return moe.build(experts.configured(config), experts, seed=int(torch.initial_seed()))
+    return moe.build(experts.configured(typing.cast(Any, config)), experts, seed=int(torch.initial_seed()))
 
 
 def auto_class(config: transformers.PretrainedConfig) -> Any:

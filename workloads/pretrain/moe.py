@@ -80,7 +80,7 @@ class SparseBlock(torch.nn.Module):
         drop = experts.capacity_factor is not None
         self.moe = MoE(
             hidden_size=config.hidden_size,
-            expert=Qwen3MoeMLP(config, intermediate_size=config.moe_intermediate_size),
+            expert=Qwen3MoeMLP(config, intermediate_size=config.moe_intermediate_size),  # type: ignore[no-untyped-call]
             num_experts=config.num_experts,
             ep_size=experts.parallel_size,
             k=config.num_experts_per_tok,
@@ -94,6 +94,7 @@ class SparseBlock(torch.nn.Module):
         self.tokens_per_expert: torch.Tensor | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor
         output, self.aux_loss, self.tokens_per_expert = self.moe(hidden_states)
         return output
 
@@ -112,7 +113,9 @@ def build(config: transformers.Qwen3MoeConfig, experts: Experts, seed: int) -> t
     sparse = set(sparse_layers(config))
     first = expert_rank(experts) * (config.num_experts // experts.parallel_size)
     for index, layer in enumerate(model.model.layers):
-        mlp: torch.nn.Module = SparseBlock(config, experts) if index in sparse else Qwen3MoeMLP(config)
+        mlp: torch.nn.Module = (
+            SparseBlock(config, experts) if index in sparse else Qwen3MoeMLP(config)  # type: ignore[no-untyped-call]
+        )
         generators: dict[int, torch.Generator] = {}  # -1: the layer's shared weights
         for name, param in mlp.named_parameters():
             key = first + int(name[len(EXPERTS) :].split(".")[0]) if name.startswith(EXPERTS) else -1
@@ -144,7 +147,7 @@ def active_parameters(model: torch.nn.Module) -> int:
         * b.moe.deepspeed_moe.gate.k
         for b in found
     )
-    return sum(p.numel() for p in model.parameters()) - expert + per_token
+    return int(sum(p.numel() for p in model.parameters()) - expert + per_token)
 
 
 def optimizer_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -202,10 +205,11 @@ def export(model: torch.nn.Module, experts: Experts, directory: Path) -> None:
         gathered = [torch.empty_like(flat) for _ in range(ep)]
         dist.all_gather(gathered, flat, group=groups._get_expert_parallel_group(f"ep_size_{ep}"))
         sizes = [state[k].numel() for k in local]
-        parts = [[t.view_as(state[k]) for t, k in zip(g.split(sizes), local, strict=True)] for g in gathered]
+        split = [torch.split(g, sizes) for g in gathered]
+        parts = [[t.view_as(state[k]) for t, k in zip(s, local, strict=True)] for s in split]
     if dist.is_initialized() and dist.get_rank() != 0:
         return
-    config: Any = getattr(model, "config")
+    config: Any = model.config
     per_rank = config.num_experts // ep
     out = {hf_name(k, 0): v for k, v in state.items() if EXPERTS not in k}
     for rank, tensors in enumerate(parts):

@@ -138,9 +138,8 @@ class Trainer:
         self.data = self._build_data()
         cfg = self.cfg = self.planned(cfg)
         groups = param_groups(self.model, cfg.weight_decay)
-        optimizer = torch.optim.AdamW(
-            moe.optimizer_groups(groups) if self.sparse_blocks else groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8
-        )
+        groups = moe.optimizer_groups(groups) if self.sparse_blocks else groups
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=self.model,
             optimizer=optimizer,
