@@ -115,7 +115,9 @@ def trainer(job: str, rl: bool) -> tuple[prometheus_client.CollectorRegistry, Ca
 
     def step() -> None:
         n = next(steps)
-        reporter.update(Progress(n, 1000, loss=2.0 / n, tokens_per_second=1.2e5, mfu=0.41), tokens=n * 4096)
+        routing = {} if rl else {"auxLoss": 1.02, "expertLoadImbalance": 1.3}  # a MoE pretraining run
+        progress = Progress(n, 1000, loss=2.0 / n, tokens_per_second=1.2e5, mfu=0.41, extra=routing)
+        reporter.update(progress, tokens=n * 4096)
         reporter.checkpointed(n - n % 5, f"/ckpt/step-{n - n % 5}")
         if rewards:
             rewards.add("math", Tally(scored=58, failed=1, timed_out=1, full=16, total=30.5))

@@ -214,6 +214,14 @@ def test_reporter_serves_metrics_and_progress() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
         assert 'vlmop_train_step{job="pretrain"} 3.0' in text and "vlmop_train_tokens_total" in text
+        assert "vlmop_train_moe" not in text  # a dense run has no routing figures
+        moe = {"auxLoss": 1.07, "expertLoadImbalance": 1.5}
+        reporter.update(Progress(step=4, total_steps=9, loss=1.2, extra=moe), tokens=400)
+        assert progress.read("127.0.0.1", port) == {"step": 4, "totalSteps": 9, "loss": 1.2, **moe}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert 'vlmop_train_moe_aux_loss{job="pretrain"} 1.07' in text
+        assert 'vlmop_train_moe_expert_load_imbalance{job="pretrain"} 1.5' in text
     finally:
         reporter.close()
     assert progress.read("127.0.0.1", port, timeout=0.5) is None  # gone: the operator just skips it

@@ -50,6 +50,16 @@ class Progress:
         return {k: v for k, v in {**self.extra, **raw}.items() if v is not None}
 
 
+# A trainer's own figures exported as gauges too, created on their first value (a dense run has none).
+EXTRA_GAUGES = {
+    "auxLoss": ("vlmop_train_moe_aux_loss", "Mixture-of-Experts: load-balancing loss of a layer."),
+    "expertLoadImbalance": (
+        "vlmop_train_moe_expert_load_imbalance",
+        "Mixture-of-Experts: busiest expert's tokens over an even share (worst layer; 1 is balanced).",
+    ),
+}
+
+
 class Reporter:
     """Rank 0's progress: Prometheus gauges plus the JSON document, updated once per step."""
 
@@ -68,6 +78,8 @@ class Reporter:
         self.mfu = gauge("vlmop_train_mfu", "Model FLOPs utilisation estimate (GPU only).")
         self.tokens = gauge("vlmop_train_tokens_total", "Tokens trained on so far.")
         self.checkpoint = gauge("vlmop_train_checkpoint_step", "Step of the newest complete checkpoint.")
+        self.gauge = gauge
+        self.extra: dict[str, Any] = {}  # EXTRA_GAUGES' gauges, by field
         self.progress = Progress()
         self.requested: str | None = None  # a checkpoint asked for (POST /checkpoint), not yet taken
         self._lock = threading.Lock()
@@ -86,6 +98,11 @@ class Reporter:
             self.mfu.set(progress.mfu)
         if tokens is not None:
             self.tokens.set(tokens)
+        for key, value in progress.extra.items():
+            if key in EXTRA_GAUGES and value is not None:
+                if key not in self.extra:
+                    self.extra[key] = self.gauge(*EXTRA_GAUGES[key])
+                self.extra[key].set(value)
 
     def resumed(self, step: int, total_steps: int) -> None:
         """Where a (re)started run stands before its first step: a run resumed at its last step trains
