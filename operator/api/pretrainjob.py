@@ -62,8 +62,9 @@ class PretrainJobSpec(TrainerSpec):
                     ".data.format",
                 ),
                 cel(
-                    f"!has(self.moe) || ({IS_MOE})",
-                    "moe needs a Mixture-of-Experts model.preset: " + ", ".join(sorted(MOE_PRESET_EXPERTS)),
+                    f"!has(self.moe) || ({IS_MOE}) || (has(self.model) && has(self.model.path))",
+                    "moe needs a Mixture-of-Experts model: model.path of a Qwen3-MoE checkpoint or "
+                    "model.preset " + ", ".join(sorted(MOE_PRESET_EXPERTS)),
                     ".moe",
                 ),
                 cel(

@@ -37,6 +37,13 @@ def main(out: Path) -> None:
     save_file({"logits": logits.contiguous(), **held}, str(out / f"rank{rank}.safetensors"))
     moe.export(engine.module, EXPERTS, out / "export")
     dist.barrier()
+    # Read back as the trainer's --model-path reads it: each rank only its own experts.
+    reloaded = models.build(None, out / "export", experts=EXPERTS).eval()
+    for block in moe.blocks(reloaded):
+        block.moe.set_deepspeed_parallelism()  # the EP group the engine made for the first model
+    with torch.no_grad():
+        again = reloaded(input_ids=batch(rank)).logits
+    save_file({"logits": again.contiguous()}, str(out / f"reloaded{rank}.safetensors"))
 
 
 if __name__ == "__main__":

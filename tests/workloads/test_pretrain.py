@@ -254,7 +254,8 @@ def test_moe_resumes_exactly_after_sigkill(corpus: Path, moe_run: Path, tmp_path
 
 def test_moe_export_is_a_qwen3_moe_checkpoint_of_the_same_model(tmp_path: Path) -> None:
     """Experts split over 2 ranks compute what transformers' own Qwen3-MoE computes from the export
-    (all experts in one process, its own routing), and what the same seed builds with EP = 1."""
+    (all experts in one process, its own routing), and what the same seed builds with EP = 1; the
+    export read back (--model-path) over 2 ranks computes the same again."""
     import transformers
     from safetensors.torch import load_file
 
@@ -267,6 +268,8 @@ def test_moe_export_is_a_qwen3_moe_checkpoint_of_the_same_model(tmp_path: Path) 
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    for rank, held in enumerate(ranks):  # the export read back with its experts split over 2 ranks
+        assert torch.equal(load_file(tmp_path / f"reloaded{rank}.safetensors")["logits"], held["logits"])
     exported = transformers.Qwen3MoeForCausalLM.from_pretrained(tmp_path / "export").eval()
     assert exported.config.num_experts == 4 and exported.config.norm_topk_prob
     torch.manual_seed(0)

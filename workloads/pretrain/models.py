@@ -130,7 +130,7 @@ def build(
         transformers.AutoConfig.from_pretrained(path) if path is not None else preset_config(preset or "tiny")
     )
     if experts is not None or moe.is_moe(config):
-        return _build_moe(config, path, zero3, experts or moe.Experts())
+        return _build_moe(config, path, weights, zero3, experts or moe.Experts())
     if zero3 is not None:
         _ZERO3[:] = [HfDeepSpeedConfig(dict(zero3))]  # type: ignore[no-untyped-call]  # a weak reference in transformers
     if path is not None and weights:
@@ -154,17 +154,19 @@ def build(
 
 
 def _build_moe(
-    config: transformers.PretrainedConfig, path: Path | None, zero3: Any, experts: moe.Experts
+    config: transformers.PretrainedConfig, path: Path | None, weights: bool, zero3: Any, experts: moe.Experts
 ) -> torch.nn.Module:
     if not moe.is_moe(config):
         raise ValueError("expert settings need a Mixture-of-Experts model: tiny-moe, qwen3-30b-a3b or "
                          "qwen3-235b-a22b")  # fmt: skip
-    if path is not None:
-        raise ValueError("training from a Mixture-of-Experts checkpoint is not supported yet: start from "
-                         "a preset")  # fmt: skip
     if zero3 is not None:
         raise ValueError("DeepSpeed's MoE layers train under ZeRO stage 0, 1 or 2, not 3")
-    return moe.build(experts.configured(typing.cast(Any, config)), experts, seed=int(torch.initial_seed()))
+    if path is not None and experts.count not in (None, config.num_experts):
+        raise ValueError(f"{path} has {config.num_experts} experts per layer, not {experts.count}")
+    model = moe.build(experts.configured(typing.cast(Any, config)), experts, seed=int(torch.initial_seed()))
+    if path is not None and weights:
+        moe.load(model, experts, path)
+    return model
 
 
 def auto_class(config: transformers.PretrainedConfig) -> Any:

@@ -13,6 +13,7 @@ plain Qwen3-MoE checkpoint that transformers and vLLM load."""
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import transformers
+from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeMLP
 
@@ -219,3 +221,26 @@ def export(model: torch.nn.Module, experts: Experts, directory: Path) -> None:
     # Copies: DeepSpeed's parameters are views into flat buffers, which safetensors refuses.
     copies = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in out.items()}
     save_file(copies, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+
+def load(model: torch.nn.Module, experts: Experts, path: Path) -> None:
+    """Read this rank's weights from a Qwen3-MoE checkpoint (safetensors, one expert per tensor as on
+    the hub): the shared ones and only the experts this rank holds."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files: dict[str, str] = json.loads(index.read_text())["weight_map"]
+    else:
+        with safe_open(str(path / "model.safetensors"), "pt") as single:
+            files = dict.fromkeys(single.keys(), "model.safetensors")
+    config: Any = model.config
+    first = expert_rank(experts) * (config.num_experts // experts.parallel_size)
+    wanted: dict[str, list[tuple[str, torch.nn.Parameter]]] = {}
+    for name, param in model.named_parameters():  # a tied head is not a parameter of its own
+        key = hf_name(name, first)
+        if key not in files:
+            raise ValueError(f"{path} has no tensor {key} (per-expert Qwen3-MoE weights are expected)")
+        wanted.setdefault(files[key], []).append((key, param))
+    for file, params in wanted.items():
+        with safe_open(str(path / file), "pt") as f, torch.no_grad():
+            for key, param in params:
+                param.copy_(f.get_tensor(key))
