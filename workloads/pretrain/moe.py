@@ -111,7 +111,9 @@ def build(config: transformers.Qwen3MoeConfig, experts: Experts, seed: int) -> t
     skeleton = copy.deepcopy(config)
     skeleton.num_experts, skeleton.intermediate_size = 0, 1
     model = transformers.Qwen3MoeForCausalLM(skeleton)
-    model.config = model.model.config = config
+    # The model's config (shared by its modules, with the attention implementation chosen) says again
+    # what the model is.
+    skeleton.num_experts, skeleton.intermediate_size = config.num_experts, config.intermediate_size
     sparse = set(sparse_layers(config))
     first = expert_rank(experts) * (config.num_experts // experts.parallel_size)
     for index, layer in enumerate(model.model.layers):
