@@ -86,6 +86,9 @@ class DeepSpeed(ApiModel):
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Training precision.")
     offload_optimizer: bool = Field(False, description="Keep optimizer states in CPU memory.")
     offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO-3 only).")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward pass: memory for compute."
+    )
     micro_batch_size: int = Field(1, ge=1, description="Sequences per GPU per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     config: dict[str, Any] | None = Field(

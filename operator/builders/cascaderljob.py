@@ -201,6 +201,7 @@ def program(owner: Mapping[str, Any], spec: CascadeRLJobSpec, index: int) -> lis
         "--resume-from", resume,
         "--export-dir", export_dir(spec, stage),
         "--metrics-port", str(spec.metrics_port),
+        *(["--activation-checkpointing"] if spec.deepspeed.activation_checkpointing else []),
     ]  # fmt: skip
     if stage.kind == "mpo":
         m = stage.mpo

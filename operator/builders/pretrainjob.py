@@ -122,6 +122,7 @@ def program(spec: PretrainJobSpec) -> list[str]:
         ckpt.resume_from,
         "--metrics-port",
         str(spec.metrics_port),
+        *(["--activation-checkpointing"] if spec.deepspeed.activation_checkpointing else []),
         *experts(spec),
         *spec.topology.args,
     ]

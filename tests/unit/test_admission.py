@@ -333,6 +333,7 @@ def test_defaults_fill_nested_objects_and_unknown_fields_are_pruned(examples: di
         "precision": "bf16",
         "offloadOptimizer": False,
         "offloadParams": False,
+        "activationCheckpointing": False,
         "microBatchSize": 1,
         "gradientAccumulationSteps": 1,
     }

@@ -13,6 +13,7 @@ from vlmop.operator.api import CascadeRLJobSpec
 from vlmop.operator.builders import cascaderljob as build
 from vlmop.operator.builders.common import COMPONENT
 from vlmop.operator.builders.deepspeed import merged
+from vlmop.workloads.rl import mpo
 
 
 def owner(doc: dict[str, Any], **spec: Any) -> tuple[dict[str, Any], CascadeRLJobSpec]:
@@ -56,6 +57,10 @@ def test_the_mpo_stage_is_a_gang_that_exports_for_the_next(
     assert (f["--checkpoint-dir"], f["--export-dir"]) == ("/checkpoints/mpo", "/checkpoints/mpo/final")
     assert (f["--data"], f["--epochs"], f["--lr"]) == ("/data/preferences.jsonl", "1", "2e-07")
     assert f["--deepspeed-config"] == "/etc/vlmop/s0.ds_config.json"
+    assert not mpo.parse(torchrun.training_script_args).activation_checkpointing
+    doc, spec = owner(examples["cascaderljob"], deepspeed={"activationCheckpointing": True})
+    job = by_name(build.children(doc, spec, current=0, attempt=1, workers=True))["Job/tiny-cascade-rl-s0-r1"]
+    assert mpo.parse(worker_command(container(job))[1].training_script_args).activation_checkpointing
     mounts = {m["name"]: m for m in trainer["volumeMounts"]}
     assert mounts["checkpoints"]["mountPath"] == "/checkpoints" and not mounts["checkpoints"]["readOnly"]
     assert mounts["data"]["readOnly"]

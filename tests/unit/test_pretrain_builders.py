@@ -238,3 +238,5 @@ def test_moe_settings_reach_the_trainer_through_its_parser(
     assert cfg.model_preset == "tiny-moe" and cfg.moe() == Experts(8, 2, 2, 1.25, 0.01)
     assert trainer_config(model={"preset": "tiny-moe"}, moe={}).moe() is None  # the preset's routing
     assert trainer_config().moe() is None
+    assert not trainer_config().activation_checkpointing
+    assert trainer_config(deepspeed={"activationCheckpointing": True}).activation_checkpointing

@@ -116,6 +116,15 @@ def test_sigkill_then_resume_follows_the_uninterrupted_curve(
     assert resumed == pytest.approx(reference, rel=1e-4)
 
 
+def test_activation_checkpointing_recomputes_onto_the_same_curve(
+    corpus: Path, zero2: Path, tmp_path: Path
+) -> None:
+    args = ["--data", str(corpus), "--zero-stage", "2", "--activation-checkpointing", *COMMON]
+    assert finish(tmp_path, launch(tmp_path, *args)) == 0
+    assert "activation checkpointing: 2 layers recompute" in (tmp_path / "train.log").read_text()
+    assert losses(tmp_path) == pytest.approx(losses(zero2), rel=1e-6)
+
+
 def test_zero3_matches_zero2_and_sigterm_saves_then_resumes(
     corpus: Path, zero2: Path, tmp_path: Path
 ) -> None:

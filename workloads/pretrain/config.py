@@ -25,6 +25,7 @@ class TrainConfig:
     deepspeed_config: Path | None = None  # rendered by the operator into a ConfigMap
     zero_stage: int = 2  # the rest are used only without --deepspeed-config
     precision: str = "bf16"
+    activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass
     micro_batch_size: int = 1
     gradient_accumulation_steps: int = 1
     lr: float = 3e-4
@@ -80,6 +81,8 @@ def parser(data_required: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--deepspeed-config", type=Path, help="ds_config JSON (else rendered from the flags)")
     p.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3], default=d.zero_stage)
     p.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default=d.precision)
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each layer's activations in the backward pass")  # fmt: skip
     p.add_argument("--micro-batch-size", type=int, default=d.micro_batch_size)
     p.add_argument("--gradient-accumulation-steps", type=int, default=d.gradient_accumulation_steps)
     p.add_argument("--lr", type=float, default=d.lr)

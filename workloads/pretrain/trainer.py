@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from vlmop.workloads.common import checkpoint
 from vlmop.workloads.common.progress import Progress, Reporter, write_termination_message
@@ -132,6 +133,11 @@ class Trainer:
         self.resume_from = self.store.resolve(cfg.resume_from)  # before the model: it is built for it
         self.model = self._build_model()
         self.sparse_blocks = moe.blocks(self.model)
+        if cfg.activation_checkpointing:  # transformers' own, per decoder layer (non-reentrant)
+            self.model.activation_checkpointing_enable()  # type: ignore[operator]
+            layers = sum(isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing
+                         for m in self.model.modules())  # fmt: skip
+            log.info("activation checkpointing: %d layers recompute their activations", layers)
         self.experts = cfg.moe() or moe.Experts()
         self.moe_stats: torch.Tensor | None = None  # the last step's, summed over ranks
         self.flops_per_token = models.flops_per_token(self.model, cfg.seq_length)
@@ -139,7 +145,8 @@ class Trainer:
         cfg = self.cfg = self.planned(cfg)
         groups = param_groups(self.model, cfg.weight_decay)
         groups = moe.optimizer_groups(groups) if self.sparse_blocks else groups
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        # Fused: one kernel for every parameter's update rather than a chain of per-tensor ops.
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=self.model,
             optimizer=optimizer,
