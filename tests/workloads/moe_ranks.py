@@ -44,6 +44,8 @@ def main(out: Path) -> None:
     with torch.no_grad():
         again = reloaded(input_ids=batch(rank)).logits
     save_file({"logits": again.contiguous()}, str(out / f"reloaded{rank}.safetensors"))
+    dist.barrier()
+    dist.destroy_process_group()  # left to the interpreter's exit, gloo's threads may abort it
 
 
 if __name__ == "__main__":
