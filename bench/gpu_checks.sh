@@ -5,7 +5,9 @@
 #   kernels: the kernel tests on compiled Triton (CI runs them in Triton's interpreter), and the
 #            log-prob benchmark against the naive path and Liger-Kernel;
 #   serving: the serving tests with the models on the GPU, and the DvD serving benchmark;
-#   trainer: the trainer's tokens/s and MFU against a plain loop, Qwen2.5-0.5B's shape, bf16.
+#   trainer: the trainer's tokens/s and MFU against a fair plain loop (fp32 master weights, bf16
+#            autocast, fused AdamW), bf16: Qwen2.5-0.5B's and Qwen3-1.7B's shapes (dense), and a small
+#            MoE (Qwen3-30B-A3B's layers with 8 experts, top-2: ~3.3B parameters, ~1.1B active).
 #
 #   bash bench/gpu_checks.sh [OUT_DIR] [kernels] [serving] [trainer]   # default: all; results.csv to OUT_DIR
 set -uo pipefail
@@ -39,5 +41,9 @@ fi
 if [[ " $parts " == *" trainer "* ]]; then
   python3 bench/pretrain_overhead.py --preset qwen2.5-0.5b --precision bf16 --seq-length 2048 \
     --micro-batch-size 8 --zero-stage 2 --steps 30 --measure 10
+  python3 bench/pretrain_overhead.py --preset qwen3-1.7b --precision bf16 --seq-length 2048 \
+    --micro-batch-size 4 --zero-stage 2 --steps 30 --measure 10
+  python3 bench/pretrain_overhead.py --preset qwen3-30b-a3b --experts 8 --top-k 2 --precision bf16 \
+    --seq-length 2048 --micro-batch-size 2 --activation-checkpointing --zero-stage 2 --steps 30 --measure 10
 fi
 cp bench/results.csv "$out/results.csv" 2>/dev/null || true

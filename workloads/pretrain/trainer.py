@@ -131,6 +131,14 @@ class Trainer:
         self._seed(cfg.seed)
         self.store = checkpoint.Store(cfg.checkpoint_dir)
         self.resume_from = self.store.resolve(cfg.resume_from)  # before the model: it is built for it
+        # Under gloo, a collective that copies a large tensor on gloo's own thread (ZeRO-3 all-gathers
+        # every parameter while building the model and again in deepspeed.initialize) gives that thread
+        # an OpenMP team. Once libgomp manages more threads than cores it stops spinning at barriers,
+        # and every parallel op of a step waits on a futex wake-up (2 cores: ~600 a step, 1.3x slower).
+        # A thread sizes its team at its first parallel op: set up on one thread, then train on all.
+        threads = torch.get_num_threads()
+        if backend == "gloo":
+            torch.set_num_threads(1)
         self.model = self._build_model()
         self.sparse_blocks = moe.blocks(self.model)
         if cfg.activation_checkpointing:  # transformers' own, per decoder layer (non-reentrant)
@@ -156,6 +164,8 @@ class Trainer:
             ),
             config=self.ds_config,
         )
+        if backend == "gloo":
+            torch.set_num_threads(threads)
         self.order = data.Order(
             size=len(self.data),
             seed=cfg.seed,
