@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from vlmop.workloads.common import checkpoint
 from vlmop.workloads.common.progress import Progress, Reporter, write_termination_message
-from vlmop.workloads.pretrain import data, models, moe
+from vlmop.workloads.pretrain import cpu, data, models, moe
 from vlmop.workloads.pretrain.config import TrainConfig
 
 log = logging.getLogger("vlmop.pretrain")
@@ -166,6 +166,7 @@ class Trainer:
         )
         if backend == "gloo":
             torch.set_num_threads(threads)
+            cpu.keep_freed_memory()
         self.order = data.Order(
             size=len(self.data),
             seed=cfg.seed,
