@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results
 
-from vlmop.workloads.pretrain import models, moe
+from vlmop.workloads.pretrain import cpu, models, moe
 from vlmop.workloads.pretrain.trainer import PEAK_FLOPS, param_groups
 
 
@@ -128,6 +128,8 @@ def main() -> None:
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
+    if not torch.cuda.is_available():
+        cpu.keep_freed_memory()  # the allocator settings the trainer makes on CPU, for both sides
     base, flops = plain(args)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # what the baseline's allocator keeps, the trainer's process needs
