@@ -13,7 +13,7 @@ import transformers
 from transformers.initialization import no_init_weights
 from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
-from vlmop.operator.api.training import ModelPreset
+from vlmop.operator.api.training import MOE_PRESET_EXPERTS, ModelPreset
 from vlmop.workloads.pretrain import moe
 
 IMAGE_TOKEN = 300  # the placeholder id of one image patch in presets (byte tokenizer ids end at 258)
@@ -157,8 +157,7 @@ def _build_moe(
     config: transformers.PretrainedConfig, path: Path | None, weights: bool, zero3: Any, experts: moe.Experts
 ) -> torch.nn.Module:
     if not moe.is_moe(config):
-        raise ValueError("expert settings need a Mixture-of-Experts model: tiny-moe, qwen3-30b-a3b or "
-                         "qwen3-235b-a22b")  # fmt: skip
+        raise ValueError("expert settings need a Mixture-of-Experts model: " + ", ".join(MOE_PRESET_EXPERTS))
     if zero3 is not None:
         raise ValueError("DeepSpeed's MoE layers train under ZeRO stage 0, 1 or 2, not 3")
     if path is not None and experts.count not in (None, config.num_experts):

@@ -143,15 +143,11 @@ def blocks(model: torch.nn.Module) -> list[SparseBlock]:
 
 def active_parameters(model: torch.nn.Module) -> int:
     """Parameters a token passes through: the shared ones and top-k experts of each sparse layer."""
-    found = blocks(model)
-    expert = sum(p.numel() for b in found for p in b.moe.deepspeed_moe.experts.parameters())
-    per_token = sum(
-        sum(p.numel() for p in b.moe.deepspeed_moe.experts.parameters())
-        // b.moe.num_local_experts
-        * b.moe.deepspeed_moe.gate.k
-        for b in found
-    )
-    return int(sum(p.numel() for p in model.parameters()) - expert + per_token)
+    active = sum(p.numel() for p in model.parameters())
+    for block in blocks(model):  # this rank's experts out, top-k experts' worth in
+        held = sum(p.numel() for p in block.moe.deepspeed_moe.experts.parameters())
+        active += held // block.moe.num_local_experts * block.moe.deepspeed_moe.gate.k - held
+    return int(active)
 
 
 def optimizer_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
